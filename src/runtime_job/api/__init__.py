@@ -1,0 +1,4 @@
+"""Transport layer: connection settings, HTTP session, wire models, REST client, streams.
+
+Importing this package imports nothing heavy; import the submodules you need.
+"""

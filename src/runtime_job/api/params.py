@@ -1,0 +1,178 @@
+"""Connection settings: :class:`ClientParameters` and :class:`ProxyConfiguration`.
+
+One ``ClientParameters`` describes how to reach one runtime service: the channel, its URL,
+the credentials, and the TLS, proxy and timeout settings that apply to every connection the
+library opens for it (REST calls, websockets and external result downloads alike).
+
+Example::
+
+    params = ClientParameters(channel="local", token="secret", url="http://127.0.0.1:8000")
+    params.auth_headers()  # {"X-Access-Token": "secret"}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from ..exceptions import IBMInputValueError
+
+Channel = Literal["ibm_quantum", "ibm_cloud", "local"]
+CHANNELS: tuple[str, ...] = ("ibm_quantum", "ibm_cloud", "local")
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+"""Seconds to establish a TCP (and TLS) connection."""
+DEFAULT_READ_TIMEOUT = 60.0
+"""Seconds to wait for the next bytes of a response (not the whole response)."""
+
+_CRN_RE = re.compile(r"(.*?):(.*?):(.*?):(.*?):(.*?):(.*?):.*")
+
+
+@dataclass
+class ProxyConfiguration:
+    """Proxy settings, in the reference's shape.
+
+    Attributes:
+        urls: Maps a scheme, ``scheme://host`` or ``all`` to a proxy URL, as ``requests`` does.
+        username_ntlm: NTLM user name (NTLM proxies are not supported).
+        password_ntlm: NTLM password (NTLM proxies are not supported).
+    """
+
+    urls: dict[str, str] | None = None
+    username_ntlm: str | None = None
+    password_ntlm: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.username_ntlm or self.password_ntlm:
+            raise IBMInputValueError(
+                "NTLM proxy authentication is not supported by runtime-job; "
+                "use a proxy URL with basic credentials instead."
+            )
+
+    @classmethod
+    def from_value(cls, value: ProxyConfiguration | Mapping[str, Any] | None) -> ProxyConfiguration:
+        """Build a configuration from ``None``, a configuration, or the reference's dict."""
+        if value is None:
+            return cls()
+        if isinstance(value, ProxyConfiguration):
+            return value
+        known = {"urls", "username_ntlm", "password_ntlm"}
+        unknown = set(value) - known
+        if unknown:
+            raise IBMInputValueError(f"Unknown proxy settings: {sorted(unknown)}")
+        return cls(**dict(value))
+
+    def to_request_params(self) -> dict[str, str]:
+        """The ``proxies`` mapping for ``requests``."""
+        return dict(self.urls or {})
+
+    def for_url(self, url: str) -> str | None:
+        """The proxy URL to use for ``url`` (``ws``/``wss`` count as ``http``/``https``)."""
+        if not self.urls:
+            return None
+        parsed = urlparse(url)
+        scheme = {"ws": "http", "wss": "https"}.get(parsed.scheme, parsed.scheme)
+        host = parsed.hostname or ""
+        for key in (url, f"{scheme}://{host}", scheme, f"all://{host}", "all"):
+            if key in self.urls:
+                return self.urls[key]
+        return None
+
+
+@dataclass
+class ClientParameters:
+    """How to reach and authenticate with one runtime service.
+
+    Args:
+        channel: ``"ibm_quantum"``, ``"ibm_cloud"`` or ``"local"``.
+        token: API token (ibm_quantum before login, ibm_cloud, local) or access token.
+        url: Base URL of the service.
+        instance: ``hub/group/project`` (ibm_quantum) or a CRN (ibm_cloud).
+        proxies: Proxy settings, as a :class:`ProxyConfiguration` or the reference's dict.
+        verify: TLS verification: ``True``, ``False``, or the path of a CA bundle.
+        connect_timeout: Seconds to connect, for every connection.
+        read_timeout: Seconds to wait for data on an open connection.
+    """
+
+    channel: str
+    token: str
+    url: str | None = None
+    instance: str | None = None
+    proxies: ProxyConfiguration | Mapping[str, Any] | None = None
+    verify: bool | str = True
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    _proxy_config: ProxyConfiguration = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNELS:
+            raise IBMInputValueError(
+                f"Invalid channel {self.channel!r}: use one of {', '.join(CHANNELS)}."
+            )
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise IBMInputValueError(f"{name} must be a positive number, not {value!r}.")
+        self._proxy_config = ProxyConfiguration.from_value(self.proxies)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientParameters(channel={self.channel!r}, url={self.url!r}, "
+            f"instance={self.instance!r}, token=<redacted>, verify={self.verify!r})"
+        )
+
+    @property
+    def proxy_config(self) -> ProxyConfiguration:
+        """The proxy settings, normalised."""
+        return self._proxy_config
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """``(connect, read)`` timeout for ``requests``."""
+        return (float(self.connect_timeout), float(self.read_timeout))
+
+    def auth_headers(self) -> dict[str, str]:
+        """The authentication headers for this channel (REST and websocket alike)."""
+        if self.channel == "ibm_cloud":
+            return {"Service-CRN": self.instance or "", "Authorization": f"apikey {self.token}"}
+        return {"X-Access-Token": self.token}
+
+    def get_runtime_api_base_url(self) -> str:
+        """The base URL of the runtime API (derived from the CRN on ibm_cloud)."""
+        url = self.url or ""
+        instance = self.instance
+        if isinstance(instance, str) and instance.startswith("crn:") and "experimental" not in url:
+            match = _CRN_RE.match(instance)
+            parsed = urlparse(url)
+            if match and parsed.scheme and parsed.hostname:
+                return f"{parsed.scheme}://{match.group(6)}.quantum-computing.{parsed.hostname}"
+        return url.rstrip("/")
+
+    def get_websocket_base_url(self) -> str:
+        """The base URL for websockets: ``https``→``wss``, ``http``→``ws``, scheme only."""
+        base = self.get_runtime_api_base_url()
+        scheme, sep, rest = base.partition("://")
+        if not sep:
+            return base
+        return {"https": "wss", "http": "ws"}.get(scheme.lower(), scheme) + "://" + rest
+
+    def connection_parameters(self) -> dict[str, Any]:
+        """``verify`` and ``proxies`` keyword arguments for ``requests``."""
+        params: dict[str, Any] = {"verify": self.verify}
+        proxies = self._proxy_config.to_request_params()
+        if proxies:
+            params["proxies"] = proxies
+        return params
+
+
+__all__ = [
+    "CHANNELS",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
+    "Channel",
+    "ClientParameters",
+    "ProxyConfiguration",
+]

@@ -1,0 +1,124 @@
+"""The narrow interfaces between the job handle and the transport.
+
+:class:`~runtime_job.job.RuntimeJob` depends only on these protocols, never on ``requests``
+or ``websocket``: :class:`~runtime_job.api.client.RuntimeClient` implements them over HTTP and
+websockets, and unit tests hand the job a scripted fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+
+class JobApi(Protocol):
+    """The REST calls a job needs. Every call raises ``RequestsApiError`` on HTTP errors."""
+
+    def job_get(self, job_id: str, exclude_params: bool | None = None) -> dict[str, Any]:
+        """``GET /jobs/{id}``: the job as a JSON object."""
+        ...
+
+    def job_results(self, job_id: str) -> str:
+        """``GET /jobs/{id}/results``: the result text."""
+        ...
+
+    def job_interim_results(self, job_id: str) -> str:
+        """``GET /jobs/{id}/interim_results``: the interim results text."""
+        ...
+
+    def job_cancel(self, job_id: str) -> None:
+        """``POST /jobs/{id}/cancel``."""
+        ...
+
+    def job_logs(self, job_id: str) -> str:
+        """``GET /jobs/{id}/logs``: the logs text."""
+        ...
+
+    def job_metadata(self, job_id: str) -> str:
+        """``GET /jobs/{id}/metrics``: the metrics JSON text."""
+        ...
+
+
+@runtime_checkable
+class ExternalResultApi(Protocol):
+    """Optional: download a result stored elsewhere (``{"url": ...}``)."""
+
+    def external_result(self, url: str) -> bytes:
+        """Download ``url`` with the client's TLS, proxy and timeout settings."""
+        ...
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """One message received on a job's stream.
+
+    Attributes:
+        payload: The message text as the program's codec produced it.
+        seq: Its sequence number, on servers with the sequence extension.
+        final: Whether this is the job's final frame (known only with the extension).
+        status: The job's final API status, on a final frame.
+        reason: The job's final reason, on a final frame.
+    """
+
+    payload: str
+    seq: int | None = None
+    final: bool = False
+    status: str | None = None
+    reason: str | None = None
+
+
+class StreamEnd(Enum):
+    """Why a stream ended."""
+
+    COMPLETED = "completed"
+    """The server closed normally: the job is final."""
+    CANCELLED = "cancelled"
+    """The client stopped the stream."""
+    FAILED = "failed"
+    """The reconnect budget ran out; the job may still be running."""
+
+
+class StreamListener(Protocol):
+    """Receives a stream's frames, in order, one call at a time, then one end."""
+
+    def on_frame(self, frame: StreamFrame) -> None:
+        """A frame arrived (never the acknowledgement, never a duplicate)."""
+        ...
+
+    def on_end(self, end: StreamEnd, error: BaseException | None) -> None:
+        """The stream ended; called exactly once, after the last frame."""
+        ...
+
+
+class StreamSubscription(Protocol):
+    """A handle on an open stream."""
+
+    def cancel(self) -> None:
+        """Stop the stream now; ``on_end(CANCELLED)`` follows unless it already ended."""
+        ...
+
+    @property
+    def active(self) -> bool:
+        """Whether the stream has not ended yet."""
+        ...
+
+
+@runtime_checkable
+class StreamingApi(Protocol):
+    """Optional: open a job's result stream."""
+
+    def open_stream(self, job_id: str, listener: StreamListener) -> StreamSubscription:
+        """Start streaming ``job_id`` into ``listener``; returns at once."""
+        ...
+
+
+__all__ = [
+    "ExternalResultApi",
+    "JobApi",
+    "StreamEnd",
+    "StreamFrame",
+    "StreamListener",
+    "StreamSubscription",
+    "StreamingApi",
+]

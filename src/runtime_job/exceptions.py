@@ -1,0 +1,242 @@
+"""The one exception tree of runtime-job.
+
+Every error the library raises descends from :class:`RuntimeJobLibraryError`, and each keeps
+the reference's name and place so ``except`` clauses written for qiskit-ibm-runtime still work::
+
+    RuntimeJobLibraryError (alias QiskitError)
+    ├── JobError
+    │   └── JobTimeoutError
+    ├── QiskitBackendNotFoundError
+    └── IBMError
+        ├── IBMAccountError
+        ├── IBMBackendApiProtocolError
+        ├── IBMInputValueError
+        ├── IBMNotAuthorizedError              HTTP 401 after login
+        ├── IBMApiError
+        ├── IBMRuntimeError
+        │   ├── RuntimeDuplicateProgramError
+        │   ├── RuntimeProgramNotFound
+        │   ├── RuntimeJobFailureError
+        │   ├── RuntimeJobNotFound
+        │   ├── RuntimeInvalidStateError
+        │   ├── RuntimeJobTimeoutError         also a built-in TimeoutError
+        │   ├── RuntimeJobMaxTimeoutError
+        │   └── ResultDecodingError            a payload that cannot be decoded
+        └── ApiError
+            ├── RequestsApiError               HTTP and network errors (status_code, -1 unknown)
+            ├── WebsocketError
+            │   ├── WebsocketIBMProtocolError
+            │   ├── WebsocketAuthenticationError
+            │   ├── WebsocketTimeoutError
+            │   └── WebsocketRetryableError
+            ├── AuthenticationLicenseError
+            ├── ApiIBMProtocolError            a malformed server response
+            └── UserTimeoutExceededError
+
+Unlike the reference, ``str(err)`` is the plain message (no quoted repr); ``err.message``
+holds the same text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RuntimeJobLibraryError(Exception):
+    """Root of every error raised by runtime-job.
+
+    Args:
+        *message: Parts of the message, joined with a single space (as the reference does).
+    """
+
+    def __init__(self, *message: Any) -> None:
+        self.message: str = " ".join(str(part) for part in message)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+QiskitError = RuntimeJobLibraryError
+"""The reference's root name, kept so ``except QiskitError`` keeps working."""
+
+
+class JobError(RuntimeJobLibraryError):
+    """Base class for errors raised by jobs (terra's ``JobError``)."""
+
+
+class JobTimeoutError(JobError):
+    """Waiting for a job timed out (terra's ``JobTimeoutError``)."""
+
+
+class QiskitBackendNotFoundError(RuntimeJobLibraryError):
+    """No backend matches the criteria."""
+
+
+class IBMError(RuntimeJobLibraryError):
+    """Base class for errors of the runtime client."""
+
+
+class IBMAccountError(IBMError):
+    """An account-related error."""
+
+
+class IBMBackendApiProtocolError(IBMError):
+    """A backend answered with data that breaks the protocol."""
+
+
+class IBMInputValueError(IBMError):
+    """A value given by the user is invalid."""
+
+
+class IBMNotAuthorizedError(IBMError):
+    """The server refused the credentials (HTTP 401 after login)."""
+
+
+class IBMApiError(IBMError):
+    """An error returned by the API."""
+
+
+class IBMRuntimeError(IBMError):
+    """Base class for runtime job and program errors."""
+
+
+class RuntimeDuplicateProgramError(IBMRuntimeError):
+    """A program with the same name already exists."""
+
+
+class RuntimeProgramNotFound(IBMRuntimeError):
+    """The program does not exist."""
+
+
+class RuntimeJobFailureError(IBMRuntimeError):
+    """The job failed, so it has no result."""
+
+
+class RuntimeJobNotFound(IBMRuntimeError):
+    """The job does not exist (or belongs to someone else)."""
+
+
+class RuntimeInvalidStateError(IBMRuntimeError):
+    """The job is in a state that does not allow the operation."""
+
+
+class RuntimeJobTimeoutError(IBMRuntimeError, TimeoutError):
+    """Waiting for the job timed out. Also a built-in :class:`TimeoutError`."""
+
+
+class RuntimeJobMaxTimeoutError(IBMRuntimeError):
+    """The job ran longer than its maximum execution time and was cancelled."""
+
+
+class ResultDecodingError(IBMRuntimeError):
+    """A result or interim result could not be decoded.
+
+    Attributes:
+        job_id: The job the payload belongs to, when known.
+        excerpt: The start of the offending payload, for diagnosis.
+    """
+
+    def __init__(self, message: str, job_id: str | None = None, excerpt: str = "") -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.excerpt = excerpt
+
+
+class ApiError(IBMError):
+    """Base class for errors of the transport layer."""
+
+
+class RequestsApiError(ApiError):
+    """An HTTP request failed.
+
+    Attributes:
+        status_code: The HTTP status, or ``-1`` when no response was received.
+        method: The HTTP method, when known.
+        url: The URL, with any secret removed, when known.
+        body_excerpt: The start of the response body, when there was one.
+        request_id: The server's request id header, when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int = -1,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        body_excerpt: str = "",
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.method = method
+        self.url = url
+        self.body_excerpt = body_excerpt
+        self.request_id = request_id
+
+
+class WebsocketError(ApiError):
+    """A websocket connection failed."""
+
+
+class WebsocketIBMProtocolError(WebsocketError):
+    """The websocket server broke the protocol."""
+
+
+class WebsocketAuthenticationError(WebsocketError):
+    """The websocket server refused the credentials."""
+
+
+class WebsocketTimeoutError(WebsocketError):
+    """A websocket operation timed out."""
+
+
+class WebsocketRetryableError(WebsocketError):
+    """A websocket error after which a reconnect may succeed."""
+
+
+class AuthenticationLicenseError(ApiError):
+    """The account must accept a license before using the service."""
+
+
+class ApiIBMProtocolError(ApiError):
+    """The server answered with data that breaks the protocol (a malformed response)."""
+
+
+class UserTimeoutExceededError(ApiError):
+    """A user-given timeout ran out during a transport operation."""
+
+
+__all__ = [
+    "ApiError",
+    "ApiIBMProtocolError",
+    "AuthenticationLicenseError",
+    "IBMAccountError",
+    "IBMApiError",
+    "IBMBackendApiProtocolError",
+    "IBMError",
+    "IBMInputValueError",
+    "IBMNotAuthorizedError",
+    "IBMRuntimeError",
+    "JobError",
+    "JobTimeoutError",
+    "QiskitBackendNotFoundError",
+    "QiskitError",
+    "RequestsApiError",
+    "ResultDecodingError",
+    "RuntimeDuplicateProgramError",
+    "RuntimeInvalidStateError",
+    "RuntimeJobFailureError",
+    "RuntimeJobLibraryError",
+    "RuntimeJobMaxTimeoutError",
+    "RuntimeJobNotFound",
+    "RuntimeJobTimeoutError",
+    "RuntimeProgramNotFound",
+    "UserTimeoutExceededError",
+    "WebsocketAuthenticationError",
+    "WebsocketError",
+    "WebsocketIBMProtocolError",
+    "WebsocketRetryableError",
+    "WebsocketTimeoutError",
+]

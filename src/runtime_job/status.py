@@ -1,0 +1,86 @@
+"""Job states: the :class:`JobStatus` enum, final states, and how API statuses map to them.
+
+The server reports ``state.status`` as one of ``QUEUED``, ``RUNNING``, ``COMPLETED``,
+``FAILED`` or ``CANCELLED`` (any case) with an optional ``state.reason``. A cancelled job
+whose reason is ``RAN TOO LONG`` counts as an error, as in the reference.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .exceptions import IBMError
+
+
+class JobStatus(enum.Enum):
+    """The state of a job; values are the reference's human-readable messages."""
+
+    INITIALIZING = "job is being initialized"
+    QUEUED = "job is queued"
+    VALIDATING = "job is being validated"
+    RUNNING = "job is actively running"
+    CANCELLED = "job has been cancelled"
+    DONE = "job has successfully run"
+    ERROR = "job incurred error"
+
+
+JOB_FINAL_STATES: tuple[JobStatus, ...] = (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.ERROR)
+"""States a job never leaves."""
+
+API_TO_JOB_STATUS: dict[str, JobStatus] = {
+    "QUEUED": JobStatus.QUEUED,
+    "RUNNING": JobStatus.RUNNING,
+    "COMPLETED": JobStatus.DONE,
+    "FAILED": JobStatus.ERROR,
+    "CANCELLED": JobStatus.CANCELLED,
+}
+"""Server status strings (upper-cased) to :class:`JobStatus`."""
+
+RAN_TOO_LONG = "RAN TOO LONG"
+"""The (upper-cased) reason of a job cancelled for exceeding its maximum execution time."""
+
+API_TO_JOB_ERROR_MESSAGE: dict[str, str] = {
+    "FAILED": "Job {} has failed:\n{}",
+    "CANCELLED - RAN TOO LONG": (
+        "Job {} ran longer than maximum execution time. Job was cancelled:\n{}"
+    ),
+}
+"""Error message templates, filled with ``(job_id, error text)``."""
+
+
+def job_status_from_api(status: object, reason: str | None) -> JobStatus:
+    """Map a server ``state.status`` (and the upper-cased reason) to a :class:`JobStatus`.
+
+    Raises:
+        IBMError: ``Unknown status: ...`` for a missing or unrecognised status.
+    """
+    if not isinstance(status, str) or status.upper() not in API_TO_JOB_STATUS:
+        raise IBMError(f"Unknown status: {status}")
+    mapped = API_TO_JOB_STATUS[status.upper()]
+    if mapped is JobStatus.CANCELLED and reason == RAN_TOO_LONG:
+        return JobStatus.ERROR
+    return mapped
+
+
+def error_message_for(job_id: str, api_status: str, reason: str | None, raw_error: str) -> str:
+    """Build the job's error message from its raw error text, as the reference does.
+
+    Only the text from the last ``Traceback`` on is kept, when there is one.
+    """
+    cut = raw_error.rfind("Traceback")
+    text = raw_error[cut:] if cut != -1 else raw_error
+    key = "FAILED"
+    if api_status.upper() == "CANCELLED" and reason == RAN_TOO_LONG:
+        key = "CANCELLED - RAN TOO LONG"
+    return API_TO_JOB_ERROR_MESSAGE[key].format(job_id, text)
+
+
+__all__ = [
+    "API_TO_JOB_ERROR_MESSAGE",
+    "API_TO_JOB_STATUS",
+    "JOB_FINAL_STATES",
+    "RAN_TOO_LONG",
+    "JobStatus",
+    "error_message_for",
+    "job_status_from_api",
+]
