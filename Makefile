@@ -32,3 +32,5 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+include mk/compat.mk

@@ -156,6 +156,7 @@ class RequestsApiError(ApiError):
         url: The URL, with any secret removed, when known.
         body_excerpt: The start of the response body, when there was one.
         request_id: The server's request id header, when it sent one.
+        retry_after: Seconds the server asked to wait (``Retry-After``), when it did.
     """
 
     def __init__(
@@ -167,6 +168,7 @@ class RequestsApiError(ApiError):
         url: str | None = None,
         body_excerpt: str = "",
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -174,6 +176,7 @@ class RequestsApiError(ApiError):
         self.url = url
         self.body_excerpt = body_excerpt
         self.request_id = request_id
+        self.retry_after = retry_after
 
 
 class WebsocketError(ApiError):
@@ -201,7 +204,31 @@ class AuthenticationLicenseError(ApiError):
 
 
 class ApiIBMProtocolError(ApiError):
-    """The server answered with data that breaks the protocol (a malformed response)."""
+    """The server answered with data that breaks the protocol (a malformed response).
+
+    Args:
+        *message: Parts of the message, joined with a single space.
+        status_code: The HTTP status of the response, when known.
+        url: The URL, with any secret removed, when known.
+        body_excerpt: The start of the offending body, when there was one.
+
+    Attributes:
+        status_code: As given.
+        url: As given.
+        body_excerpt: As given.
+    """
+
+    def __init__(
+        self,
+        *message: Any,
+        status_code: int | None = None,
+        url: str | None = None,
+        body_excerpt: str = "",
+    ) -> None:
+        super().__init__(*message)
+        self.status_code = status_code
+        self.url = url
+        self.body_excerpt = body_excerpt
 
 
 class UserTimeoutExceededError(ApiError):

@@ -1,0 +1,762 @@
+"""REST clients: :class:`RuntimeClient` (one method per runtime endpoint) and :class:`AuthClient`.
+
+The method names, arguments and return values are the reference's, so code (and tests)
+written against qiskit-ibm-runtime's ``RuntimeClient`` keep working. Every call goes through
+the client's one :class:`~runtime_job.api.session.HttpSession`, which owns timeouts,
+retries and error mapping; responses are validated against the wire models of
+:mod:`runtime_job.api.models` and returned as the server's own JSON (unknown fields kept).
+
+Example::
+
+    params = ClientParameters(channel="local", token="secret", url="http://127.0.0.1:8000")
+    with RuntimeClient(params) as client:
+        job = client.program_run("hello-world", "local-sim", {"iterations": 2},
+                                 image=None, hgp=None, log_level=None, session_id=None)
+        print(client.job_get(job["id"])["state"])
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel
+
+from ..exceptions import (
+    ApiIBMProtocolError,
+    IBMInputValueError,
+    IBMNotAuthorizedError,
+)
+from .models import (
+    BackendListResponse,
+    BackendStatusResponse,
+    JobListResponse,
+    JobResponse,
+    LoginResponse,
+    RunJobResponse,
+    UserInfoResponse,
+    parse,
+)
+from .params import ClientParameters
+from .session import (
+    IDEMPOTENCY_KEY_HEADER,
+    LOGIN_PATH,
+    HttpSession,
+    RetryPolicy,
+    decode_json,
+    redact,
+    scrub_url,
+)
+
+if TYPE_CHECKING:
+    from .protocol import StreamListener, StreamSubscription
+
+logger = logging.getLogger(__name__)
+
+AUTH_URL = "https://auth.quantum-computing.ibm.com/api"
+"""The ibm_quantum authentication URL named in the version-check error."""
+_LOG_EXCERPT_CHARS = 1000
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _q(segment: str) -> str:
+    """``segment`` quoted for use as one path segment (``/`` included)."""
+    return quote(str(segment), safe="")
+
+
+def split_instance(instance: str) -> tuple[str, str, str]:
+    """Split ``"hub/group/project"`` into its three parts.
+
+    Args:
+        instance: The instance string.
+
+    Returns:
+        ``(hub, group, project)``.
+
+    Raises:
+        IBMInputValueError: ``instance`` does not have exactly three ``/``-separated parts.
+    """
+    parts = instance.split("/") if isinstance(instance, str) else []
+    if len(parts) != 3:
+        raise IBMInputValueError(
+            f"Input instance value {instance} is not in the correct hub/group/project format."
+        )
+    return parts[0], parts[1], parts[2]
+
+
+def to_utc_isoformat(value: datetime | str) -> str:
+    """The ISO 8601 text of ``value`` in UTC, for ``created_after``/``created_before``.
+
+    A naive datetime is taken as local time; an aware one is converted (not overwritten,
+    unlike the reference). A string is parsed with :meth:`datetime.fromisoformat` first.
+
+    Args:
+        value: A datetime, or an ISO 8601 string.
+
+    Returns:
+        E.g. ``"2023-01-01T12:00:00+00:00"``.
+
+    Raises:
+        IBMInputValueError: ``value`` is a string that is not an ISO 8601 date-time.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise IBMInputValueError(f"Invalid date-time {value!r}: use ISO 8601.") from None
+    return value.astimezone(UTC).isoformat()
+
+
+def _validated(
+    model: type[M],
+    data: Any,
+    what: str,
+    response: requests.Response,
+    job_id: str | None = None,
+) -> M:
+    """:func:`parse`, with the response's status, URL and body attached to any error."""
+    try:
+        return parse(model, data, what, job_id)
+    except ApiIBMProtocolError as err:
+        raise ApiIBMProtocolError(
+            err.message,
+            status_code=response.status_code,
+            url=scrub_url(response.url or ""),
+            body_excerpt=redact(response.text[:500]),
+        ) from None
+
+
+def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
+    """The body of ``response`` as a JSON object, or a protocol error."""
+    data = decode_json(response, what)
+    if not isinstance(data, dict):
+        raise ApiIBMProtocolError(
+            f"Expected a JSON object as the {what}, got {type(data).__name__}.",
+            status_code=response.status_code,
+            url=scrub_url(response.url or ""),
+            body_excerpt=redact(response.text[:500]),
+        )
+    return data
+
+
+class RuntimeClient:
+    """The runtime REST API, one method per endpoint (the reference's names and semantics).
+
+    Implements :class:`~runtime_job.api.protocol.JobApi`,
+    :class:`~runtime_job.api.protocol.ExternalResultApi` and
+    :class:`~runtime_job.api.protocol.StreamingApi`.
+
+    Args:
+        params: Where the service is and how to authenticate. The runtime base URL and the
+            token are read at each request, so updating them after login takes effect.
+        retry_policy: How failed requests are retried (default: the session's default).
+
+    Attributes:
+        _session: The client's one HTTP session (the reference's name; tests reach it).
+    """
+
+    def __init__(self, params: ClientParameters, retry_policy: RetryPolicy | None = None) -> None:
+        self._params = params
+        self._session = HttpSession(params, retry_policy=retry_policy)
+
+    # ------------------------------------------------------------------------------ jobs
+
+    def program_run(
+        self,
+        program_id: str,
+        backend_name: str | None,
+        params: Any,
+        image: str | None,
+        hgp: str | None,
+        log_level: str | None,
+        session_id: str | None,
+        job_tags: Sequence[str] | None = None,
+        max_execution_time: int | None = None,
+        start_session: bool | None = False,
+        session_time: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /jobs``: run a program.
+
+        The body keys appear in the reference's order, each only when set: ``program_id``,
+        ``params``, ``runtime``, ``log_level``, ``backend``, ``session_id``, ``tags``,
+        ``cost``, ``start_session`` with ``session_time``, then ``hub``, ``group`` and
+        ``project``. It is encoded with the runtime codec and sent as
+        ``application/json`` with an ``Idempotency-Key``, so a retried submission never
+        creates a second job on a server that honours the key.
+
+        Args:
+            program_id: The program to run.
+            backend_name: The backend, or ``None`` to let the server choose.
+            params: The program's inputs (encoded with ``RuntimeEncoder``).
+            image: ``name:tag`` of the image to run in.
+            hgp: ``hub/group/project`` (ibm_quantum).
+            log_level: Log level of the program.
+            session_id: Session to run the job in.
+            job_tags: Tags for the job.
+            max_execution_time: Maximum execution time in seconds (``cost``).
+            start_session: Start a session with this job.
+            session_time: Maximum session time, sent with ``start_session``.
+            idempotency_key: The key to send (default: a fresh UUID for this call).
+
+        Returns:
+            The server's response (``id``, ``backend``, ...).
+
+        Raises:
+            IBMInputValueError: ``hgp`` is not ``hub/group/project``.
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response is not a job-creation response.
+        """
+        from ..codec import dumps
+
+        hub_group_project = split_instance(hgp) if hgp else None
+        payload: dict[str, Any] = {"program_id": program_id, "params": params}
+        if image:
+            payload["runtime"] = image
+        if log_level:
+            payload["log_level"] = log_level
+        if backend_name:
+            payload["backend"] = backend_name
+        if session_id:
+            payload["session_id"] = session_id
+        if job_tags:
+            payload["tags"] = list(job_tags)
+        if max_execution_time:
+            payload["cost"] = max_execution_time
+        if start_session:
+            payload["start_session"] = start_session
+            payload["session_time"] = session_time
+        if hub_group_project and all(hub_group_project):
+            payload["hub"], payload["group"], payload["project"] = hub_group_project
+        headers = {
+            "Content-Type": "application/json",
+            IDEMPOTENCY_KEY_HEADER: idempotency_key or str(uuid.uuid4()),
+        }
+        response = self._session.request(
+            "POST", "/jobs", data=dumps(payload).encode("utf-8"), headers=headers
+        )
+        data = _json_object(response, "job submission response")
+        _validated(RunJobResponse, data, "job submission", response)
+        return data
+
+    def job_get(self, job_id: str, exclude_params: bool | None = None) -> dict[str, Any]:
+        """``GET /jobs/{id}``: a job.
+
+        Args:
+            job_id: The job.
+            exclude_params: Ask the server to leave out the job's inputs.
+
+        Returns:
+            The job as the server sent it.
+
+        Raises:
+            RequestsApiError: The request failed (404: no such job).
+            ApiIBMProtocolError: The response is not a job.
+        """
+        query = {"exclude_params": "true"} if exclude_params else None
+        response = self._session.request("GET", f"/jobs/{_q(job_id)}", params=query)
+        data = _json_object(response, "job")
+        _validated(JobResponse, data, "job", response, job_id)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Runtime job get response: %s", response.text[:_LOG_EXCERPT_CHARS])
+        return data
+
+    def jobs_get(
+        self,
+        limit: int | None = None,
+        skip: int | None = None,
+        backend_name: str | None = None,
+        pending: bool | None = None,
+        program_id: str | None = None,
+        hub: str | None = None,
+        group: str | None = None,
+        project: str | None = None,
+        job_tags: Sequence[str] | None = None,
+        session_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        descending: bool = True,
+    ) -> dict[str, Any]:
+        """``GET /jobs``: one page of jobs.
+
+        Query parameters, in this order, each only when set (truthy): ``limit``,
+        ``offset`` (from ``skip``), ``backend``, ``pending`` (whenever not ``None``),
+        ``program``, ``tags`` (repeated), ``session_id``, ``created_after``,
+        ``created_before`` (converted to UTC), ``sort=ASC`` (only when ``descending`` is
+        false) and ``provider`` (when hub, group and project are all given).
+
+        Args:
+            limit: Page size.
+            skip: Jobs to skip.
+            backend_name: Only jobs on this backend.
+            pending: ``True``: queued or running jobs; ``False``: final ones.
+            program_id: Only jobs of this program.
+            hub: ibm_quantum hub.
+            group: ibm_quantum group.
+            project: ibm_quantum project.
+            job_tags: Only jobs carrying all these tags.
+            session_id: Only jobs of this session.
+            created_after: Only jobs created after this time (naive: local time).
+            created_before: Only jobs created before this time (naive: local time).
+            descending: Newest first (the server's default) when true.
+
+        Returns:
+            ``{"jobs": [...], "count": total}`` as the server sent it.
+
+        Raises:
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response is not a job list.
+        """
+        query: list[tuple[str, str | int]] = []
+        if limit:
+            query.append(("limit", limit))
+        if skip:
+            query.append(("offset", skip))
+        if backend_name:
+            query.append(("backend", backend_name))
+        if pending is not None:
+            query.append(("pending", "true" if pending else "false"))
+        if program_id:
+            query.append(("program", program_id))
+        if job_tags:
+            query.extend(("tags", tag) for tag in job_tags)
+        if session_id:
+            query.append(("session_id", session_id))
+        if created_after:
+            query.append(("created_after", to_utc_isoformat(created_after)))
+        if created_before:
+            query.append(("created_before", to_utc_isoformat(created_before)))
+        if descending is False:
+            query.append(("sort", "ASC"))
+        if hub and group and project:
+            query.append(("provider", f"{hub}/{group}/{project}"))
+        response = self._session.request("GET", "/jobs", params=query)
+        data = _json_object(response, "job list")
+        _validated(JobListResponse, data, "job list", response)
+        return data
+
+    def job_results(self, job_id: str) -> str:
+        """``GET /jobs/{id}/results``: the result text.
+
+        Args:
+            job_id: The job.
+
+        Returns:
+            The body text (JSON from the program's codec, ``{"url": ...}``, or an error text).
+
+        Raises:
+            RequestsApiError: The request failed.
+        """
+        return self._session.request("GET", f"/jobs/{_q(job_id)}/results").text
+
+    def job_interim_results(self, job_id: str) -> str:
+        """``GET /jobs/{id}/interim_results``: the interim results text.
+
+        Args:
+            job_id: The job.
+
+        Returns:
+            The body text.
+
+        Raises:
+            RequestsApiError: The request failed.
+        """
+        return self._session.request("GET", f"/jobs/{_q(job_id)}/interim_results").text
+
+    def job_cancel(self, job_id: str) -> None:
+        """``POST /jobs/{id}/cancel`` (no body; retried like an idempotent call).
+
+        Args:
+            job_id: The job.
+
+        Raises:
+            RequestsApiError: The request failed (409: the job cannot be cancelled).
+        """
+        self._session.request("POST", f"/jobs/{_q(job_id)}/cancel")
+
+    def job_delete(self, job_id: str) -> None:
+        """``DELETE /jobs/{id}``.
+
+        Args:
+            job_id: The job.
+
+        Raises:
+            RequestsApiError: The request failed (404: no such job).
+        """
+        self._session.request("DELETE", f"/jobs/{_q(job_id)}")
+
+    def job_logs(self, job_id: str) -> str:
+        """``GET /jobs/{id}/logs``: the job's log text.
+
+        Args:
+            job_id: The job.
+
+        Returns:
+            The logs.
+
+        Raises:
+            RequestsApiError: The request failed (404: no logs).
+        """
+        return self._session.request("GET", f"/jobs/{_q(job_id)}/logs").text
+
+    def job_metadata(self, job_id: str) -> str:
+        """``GET /jobs/{id}/metrics``: the job's metrics as JSON text.
+
+        Args:
+            job_id: The job.
+
+        Returns:
+            The body text.
+
+        Raises:
+            RequestsApiError: The request failed.
+        """
+        return self._session.request("GET", f"/jobs/{_q(job_id)}/metrics").text
+
+    def close_session(self, session_id: str) -> None:
+        """``DELETE /sessions/{id}/close``.
+
+        Args:
+            session_id: The session.
+
+        Raises:
+            RequestsApiError: The request failed.
+        """
+        self._session.request("DELETE", f"/sessions/{_q(session_id)}/close")
+
+    def external_result(self, url: str) -> bytes:
+        """Download a result stored elsewhere (``{"url": ...}``).
+
+        Sent with the client's TLS verification, proxies and timeouts and the usual retry
+        policy, but without authentication headers; the HTTP status is checked.
+
+        Args:
+            url: The ``http(s)://`` URL from the result.
+
+        Returns:
+            The downloaded bytes.
+
+        Raises:
+            ApiIBMProtocolError: ``url`` is not an ``http(s)`` URL.
+            RequestsApiError: The download failed.
+        """
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            raise ApiIBMProtocolError(
+                f"External result URL {redact(str(url))!r} is not an http(s) URL."
+            )
+        return self._session.request("GET", url, auth=False).content
+
+    def open_stream(self, job_id: str, listener: StreamListener) -> StreamSubscription:
+        """Start streaming ``job_id``'s results into ``listener`` (returns at once).
+
+        Delegates to the process's stream hub (:mod:`runtime_job.api.stream`).
+
+        Args:
+            job_id: The job.
+            listener: Receives the frames, then the end.
+
+        Returns:
+            A handle to cancel the stream.
+        """
+        from .stream import default_hub
+
+        return default_hub().subscribe(
+            job_id=job_id,
+            url=f"{self._params.get_websocket_base_url()}/stream/jobs/{_q(job_id)}",
+            params=self._params,
+            listener=listener,
+        )
+
+    # -------------------------------------------------------------------------- backends
+
+    def list_backends(self, hgp: str | None = None) -> list[str]:
+        """``GET /backends``: the names of the backends available.
+
+        Args:
+            hgp: ``hub/group/project`` to list for (ibm_quantum), sent as ``provider``.
+
+        Returns:
+            Backend names.
+
+        Raises:
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response has no ``devices`` list.
+        """
+        query = {"provider": hgp} if hgp else None
+        response = self._session.request("GET", "/backends", params=query)
+        data = _json_object(response, "backend list")
+        model = _validated(BackendListResponse, data, "backend list", response)
+        return list(model.devices)
+
+    def backends_by_instance(self, hgps: Sequence[str]) -> dict[str, list[str]]:
+        """The backends of each ``hub/group/project``, one request each, in order.
+
+        Args:
+            hgps: The instances, in the order to query them.
+
+        Returns:
+            Instance → backend names, in the order given.
+
+        Raises:
+            RequestsApiError: A request failed.
+        """
+        return {hgp: self.list_backends(hgp) for hgp in hgps}
+
+    def backend_configuration(self, backend_name: str) -> dict[str, Any]:
+        """``GET /backends/{name}/configuration``.
+
+        Args:
+            backend_name: The backend.
+
+        Returns:
+            The configuration as the server sent it.
+
+        Raises:
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response is not a JSON object.
+        """
+        response = self._session.request("GET", f"/backends/{_q(backend_name)}/configuration")
+        return _json_object(response, "backend configuration")
+
+    def backend_status(self, backend_name: str) -> dict[str, Any]:
+        """``GET /backends/{name}/status``, mapped as the reference maps it.
+
+        Args:
+            backend_name: The backend.
+
+        Returns:
+            ``backend_name``, ``backend_version`` (default ``"0.0.0"``), ``status_msg``
+            (the server's ``status``), ``operational`` (its ``state``) and ``pending_jobs``
+            (its ``length_queue``, never negative).
+
+        Raises:
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response is not a backend status.
+        """
+        response = self._session.request("GET", f"/backends/{_q(backend_name)}/status")
+        data = _json_object(response, "backend status")
+        model = _validated(BackendStatusResponse, data, "backend status", response)
+        return {
+            "backend_name": backend_name,
+            "backend_version": model.backend_version,
+            "status_msg": model.status,
+            "operational": bool(model.state),
+            "pending_jobs": max(model.length_queue, 0),
+        }
+
+    def backend_properties(self, backend_name: str, datetime: Any = None) -> dict[str, Any]:
+        """``GET /backends/{name}/properties``.
+
+        Args:
+            backend_name: The backend.
+            datetime: Not supported (as in the reference).
+
+        Returns:
+            The properties with ``backend_name`` set, or ``{}`` when the backend has none.
+
+        Raises:
+            NotImplementedError: ``datetime`` was given.
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response is not a JSON object.
+        """
+        if datetime:
+            raise NotImplementedError("'datetime' is not supported with cloud runtime.")
+        response = self._session.request("GET", f"/backends/{_q(backend_name)}/properties")
+        data = _json_object(response, "backend properties")
+        if data:
+            data["backend_name"] = backend_name
+        return data
+
+    def backend_pulse_defaults(self, backend_name: str) -> dict[str, Any]:
+        """``GET /backends/{name}/defaults``: the pulse defaults.
+
+        Args:
+            backend_name: The backend.
+
+        Returns:
+            The defaults as the server sent them.
+
+        Raises:
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response is not a JSON object.
+        """
+        response = self._session.request("GET", f"/backends/{_q(backend_name)}/defaults")
+        return _json_object(response, "backend pulse defaults")
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._session.close()
+
+    def __enter__(self) -> RuntimeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._session!r}>"
+
+
+class AuthClient:
+    """The ibm_quantum login bootstrap (``/version``, login, ``/users/me``, ``/Network``).
+
+    The API token is sent once, in the login body; every later call carries the access
+    token that login returns, as ``X-Access-Token``.
+
+    Args:
+        params: ``url`` is the authentication URL (fixed at construction); ``token`` is the
+            API token, or an access token when :meth:`login` is skipped. TLS, proxies and
+            timeouts apply as for the runtime.
+        retry_policy: How failed requests are retried.
+    """
+
+    def __init__(self, params: ClientParameters, retry_policy: RetryPolicy | None = None) -> None:
+        self._params = params
+        self._auth_url = (params.url or AUTH_URL).rstrip("/")
+        self._session = HttpSession(params, base_url=self._auth_url, retry_policy=retry_policy)
+        self._access_token: str | None = None
+
+    def _token_headers(self) -> dict[str, str]:
+        return {"X-Access-Token": self._access_token or self._params.token}
+
+    def version(self) -> dict[str, Any]:
+        """``GET /version``, checking that the URL is an authentication API.
+
+        Returns:
+            The version information, with ``new_api`` true.
+
+        Raises:
+            IBMInputValueError: The answer is not JSON, or lacks ``api-auth``.
+            RequestsApiError: The request failed.
+        """
+        response = self._session.request("GET", "/version", auth=False)
+        try:
+            body = decode_json(response, "version")
+        except ApiIBMProtocolError:
+            body = None
+        # As the reference: any JSON object is a "new API"; anything else is not.
+        info: dict[str, Any] = {**body, "new_api": True} if isinstance(body, dict) else {}
+        if not info.get("new_api") or "api-auth" not in info:
+            raise IBMInputValueError(
+                f"The URL specified ({self._auth_url}) is not an IBM Quantum authentication "
+                f"URL. Valid authentication URL: {AUTH_URL}."
+            )
+        return info
+
+    def login(self, api_token: str) -> str:
+        """``POST /users/loginWithToken``: trade the API token for an access token.
+
+        Args:
+            api_token: The user's API token.
+
+        Returns:
+            The access token.
+
+        Raises:
+            RequestsApiError: Login failed (status 401 for a bad token).
+            AuthenticationLicenseError: The account must accept a license first.
+            ApiIBMProtocolError: The response has no ``id``.
+        """
+        self._session.add_secret(api_token)
+        response = self._session.request(
+            "POST",
+            LOGIN_PATH,
+            json_body={"apiToken": api_token},
+            auth=False,
+            idempotent=True,  # minting a second access token is harmless
+        )
+        data = _json_object(response, "login response")
+        token = _validated(LoginResponse, data, "login", response).id
+        self._session.add_secret(token)
+        self._access_token = token
+        return token
+
+    def user_info(self) -> dict[str, Any]:
+        """``GET /users/me``: the account's service URLs.
+
+        Returns:
+            The user information as the server sent it (``urls.http``,
+            ``urls.services.runtime``, ...).
+
+        Raises:
+            IBMNotAuthorizedError: The account has no runtime service URL.
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response has no ``urls.http``.
+        """
+        response = self._session.request(
+            "GET", "/users/me", headers=self._token_headers(), auth=False
+        )
+        data = _json_object(response, "user information")
+        model = _validated(UserInfoResponse, data, "user information", response)
+        if not model.urls.services.runtime:
+            raise IBMNotAuthorizedError(
+                "This account is not authorized to use ``ibm_quantum`` runtime service."
+            )
+        return data
+
+    def network(self, http_url: str) -> list[str]:
+        """``GET {http_url}/Network``: the account's ``hub/group/project`` instances.
+
+        Ordered as the reference orders them: a project marked ``isDefault`` first, then,
+        when there is more than one, the first entry moved to the end.
+
+        Args:
+            http_url: ``urls.http`` from :meth:`user_info`.
+
+        Returns:
+            The instances, ``"hub/group/project"``.
+
+        Raises:
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response is not a list of hubs.
+        """
+        response = self._session.request(
+            "GET", f"{http_url.rstrip('/')}/Network", headers=self._token_headers(), auth=False
+        )
+        hubs = decode_json(response, "network")
+        entries: list[str] = []
+        try:
+            for hub in hubs:
+                for group_name, group in hub["groups"].items():
+                    for project_name, project in group["projects"].items():
+                        entry = f"{hub['name']}/{group_name}/{project_name}"
+                        if project.get("isDefault"):
+                            entries.insert(0, entry)
+                        else:
+                            entries.append(entry)
+        except (TypeError, KeyError, AttributeError) as err:
+            raise ApiIBMProtocolError(
+                f"Malformed network response from the server: {type(err).__name__}: {err}",
+                status_code=response.status_code,
+                url=scrub_url(response.url or ""),
+                body_excerpt=redact(response.text[:500]),
+            ) from None
+        unique = list(dict.fromkeys(entries))
+        if len(unique) > 1:
+            unique.append(unique.pop(0))
+        return unique
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._session.close()
+
+    def __enter__(self) -> AuthClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._session!r}>"
+
+
+__all__ = ["AUTH_URL", "AuthClient", "RuntimeClient", "split_instance", "to_utc_isoformat"]

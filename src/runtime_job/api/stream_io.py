@@ -1,0 +1,499 @@
+"""The stream hub's reactor: one thread that reads every socket and runs every timer.
+
+A :class:`Reactor` owns a selector (epoll on Linux), a wake-up socket pair, a heap of timers
+and the open :class:`Connection` objects. Other threads talk to it only through
+:meth:`Reactor.call_soon`; everything else runs on the reactor thread, so the state of a
+connection is never shared. The thread starts on the first ``call_soon`` and exits once it
+has had no connection, no timer and no call for ``idle_timeout`` seconds.
+
+Sockets are non-blocking. TLS needs care: an ``SSLSocket`` may hold decrypted bytes that the
+selector cannot see, so a connection keeps reading until the socket says "would block" and
+no decrypted byte is pending, and a connection that stopped early (its fair share of one
+turn is :data:`READ_BUDGET` bytes) is put on a "hot" list that is served before the next
+wait instead of waiting for the selector.
+
+Example::
+
+    reactor = Reactor("runtime-job-stream-io", idle_timeout=1.0)
+    reactor.call_soon(lambda: reactor.attach(sock, protocol))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+"""Bytes asked of one ``recv`` call."""
+READ_BUDGET = 1024 * 1024
+"""Bytes one connection may read in one turn of the loop before others get theirs."""
+
+_WOULD_BLOCK_READ = (BlockingIOError, ssl.SSLWantReadError)
+_WOULD_BLOCK_WRITE = (BlockingIOError, ssl.SSLWantWriteError)
+
+
+class ConnectionProtocol(Protocol):
+    """What a :class:`Connection` reports to its owner (always on the reactor thread)."""
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes arrived."""
+        ...
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The peer closed (``exc`` is ``None`` at end of file) or the socket failed.
+
+        Not called when the owner closed the connection itself.
+        """
+        ...
+
+
+class TimerHandle:
+    """A call scheduled on the reactor; :meth:`cancel` it from the reactor thread."""
+
+    __slots__ = ("_loop", "callback", "cancelled", "seq", "when")
+
+    def __init__(self, loop: _Loop, when: float, seq: int, callback: Callable[[], None]):
+        self._loop = loop
+        self.when = when
+        self.seq = seq
+        self.callback: Callable[[], None] | None = callback
+        self.cancelled = False
+
+    def __lt__(self, other: TimerHandle) -> bool:
+        return (self.when, self.seq) < (other.when, other.seq)
+
+    def cancel(self) -> None:
+        """Do not run the call (no effect once it ran)."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.callback = None
+            self._loop.live_timers -= 1
+
+
+class Connection:
+    """A non-blocking socket attached to a :class:`Reactor` (reactor thread only).
+
+    Writes are queued and flushed as the socket accepts them; a frame the socket would not
+    take is retried, unchanged, when the selector says it can (TLS requires the same bytes).
+    """
+
+    def __init__(self, loop: _Loop, sock: socket.socket, protocol: ConnectionProtocol):
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._ssl = isinstance(sock, ssl.SSLSocket)
+        self._out: deque[bytes] = deque()
+        self._closed = False
+        self._events = selectors.EVENT_READ
+        self._read_wants_write = False
+        self._write_wants_read = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed."""
+        return self._closed
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` and send what the socket takes now."""
+        if self._closed or not data:
+            return
+        self._out.append(data)
+        if len(self._out) == 1:
+            self._flush()
+
+    def close(self) -> None:
+        """Send what the socket takes at once (best effort), then close it. No callback."""
+        if self._closed:
+            return
+        if self._out:
+            self._flush(final=True)
+        self._teardown()
+
+    # -- reactor internals -------------------------------------------------------------
+
+    def _ready(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            if self._read_wants_write:
+                self._read()
+            if not self._closed and self._out and not self._write_wants_read:
+                self._flush()
+        if mask & selectors.EVENT_READ and not self._closed:
+            if self._write_wants_read:
+                self._flush()
+            if not self._closed:
+                self._read()
+
+    def _read(self) -> None:
+        self._read_wants_write = False
+        budget = READ_BUDGET
+        sock = self._sock
+        while True:
+            try:
+                data = sock.recv(READ_SIZE)
+            except _WOULD_BLOCK_READ:
+                break
+            except ssl.SSLWantWriteError:
+                self._read_wants_write = True
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries recv itself
+                continue
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if not data:
+                self._lost(None)
+                return
+            self._protocol.data_received(data)
+            if self._closed:
+                return
+            budget -= len(data)
+            if budget <= 0:
+                self._loop.hot.add(self)
+                break
+            if len(data) < READ_SIZE and not (self._ssl and _ssl_pending(sock)):
+                # The kernel had no more; the selector will say when it has.
+                break
+        self._update_events()
+
+    def _flush(self, final: bool = False) -> None:
+        self._write_wants_read = False
+        sock = self._sock
+        while self._out:
+            head = self._out[0]
+            try:
+                sent = sock.send(head)
+            except _WOULD_BLOCK_WRITE:
+                break
+            except ssl.SSLWantReadError:
+                self._write_wants_read = True
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries send itself
+                continue
+            except OSError as exc:
+                if final:
+                    self._out.clear()
+                    return
+                self._lost(exc)
+                return
+            if sent >= len(head):
+                self._out.popleft()
+            else:
+                self._out[0] = head[sent:]
+        if not final:
+            self._update_events()
+
+    def _update_events(self) -> None:
+        if self._closed:
+            return
+        events = selectors.EVENT_READ
+        if self._read_wants_write or (self._out and not self._write_wants_read):
+            events |= selectors.EVENT_WRITE
+        if events != self._events:
+            self._loop.selector.modify(self._sock, events, self)
+            self._events = events
+
+    def _lost(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._teardown()
+        self._protocol.connection_lost(exc)
+
+    def _teardown(self) -> None:
+        self._closed = True
+        self._out.clear()
+        self._loop.detach(self)
+        with contextlib.suppress(OSError):  # close() does not fail in practice
+            self._sock.close()
+
+
+class _Loop:
+    """The state of one reactor thread's run (a new run gets a new one)."""
+
+    def __init__(self, thread_name: str) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.timers: list[TimerHandle] = []
+        self.live_timers = 0
+        self.seq = itertools.count()
+        self.conns: set[Connection] = set()
+        self.hot: set[Connection] = set()
+        self.thread_name = thread_name
+        self.thread: threading.Thread | None = None
+
+    def detach(self, conn: Connection) -> None:
+        self.conns.discard(conn)
+        self.hot.discard(conn)
+        with contextlib.suppress(KeyError, ValueError):  # registered exactly once
+            self.selector.unregister(conn._sock)
+
+    def next_timeout(self, now: float) -> float | None:
+        if self.hot:
+            return 0.0
+        timers = self.timers
+        while timers and timers[0].cancelled:
+            heapq.heappop(timers)
+        if timers:
+            return max(0.0, timers[0].when - now)
+        return None
+
+    def run_timers(self) -> None:
+        timers = self.timers
+        now = time.monotonic()
+        while timers and timers[0].when <= now:
+            handle = heapq.heappop(timers)
+            if handle.cancelled:
+                continue
+            callback = handle.callback
+            handle.cancel()
+            if callback is not None:
+                _safe(callback)
+
+    def drain_wakeup(self) -> None:
+        try:
+            while self.wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for conn in list(self.conns):
+            conn.close()
+        self.timers.clear()
+        self.live_timers = 0
+        self.hot.clear()
+        self.selector.close()
+        self.wake_r.close()
+
+
+class Reactor:
+    """One daemon thread serving every connection and timer of a stream hub.
+
+    Args:
+        name: The thread's name.
+        idle_timeout: Seconds without connections, timers or calls before the thread exits.
+    """
+
+    def __init__(self, name: str, idle_timeout: float) -> None:
+        self._name = name
+        self._idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._calls: deque[Callable[[], None]] = deque()
+        self._loop: _Loop | None = None
+        self._last_thread: threading.Thread | None = None
+        self._wake_pending = False
+        self._closed = False
+
+    # -- any thread ---------------------------------------------------------------------
+
+    def call_soon(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on the reactor thread, starting the thread if needed.
+
+        Args:
+            callback: Runs on the reactor thread; anything it raises is logged as a bug.
+
+        Returns:
+            ``False`` when the reactor is closed (the callback will never run).
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            self._calls.append(callback)
+            if self._loop is None:
+                self._start_locked()
+            else:
+                self._wake_locked()
+        return True
+
+    def close(self) -> None:
+        """Stop: the thread closes every connection, drops every timer and exits."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._loop is not None:
+                self._wake_locked()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the thread to exit; whether it has."""
+        with self._lock:
+            thread = self._last_thread
+        if thread is None:
+            return True
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        """Whether a reactor thread is serving (it may still be finishing when ``False``)."""
+        with self._lock:
+            return self._loop is not None
+
+    def in_reactor_thread(self) -> bool:
+        """Whether the caller is the reactor thread."""
+        loop = self._loop
+        return loop is not None and threading.current_thread() is loop.thread
+
+    # -- reactor thread only ------------------------------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` on the reactor thread after ``delay`` seconds.
+
+        Args:
+            delay: Seconds from now (never negative).
+            callback: What to run.
+
+        Returns:
+            A handle to cancel the call.
+        """
+        loop = self._current()
+        handle = TimerHandle(loop, time.monotonic() + max(0.0, delay), next(loop.seq), callback)
+        heapq.heappush(loop.timers, handle)
+        loop.live_timers += 1
+        return handle
+
+    def attach(self, sock: socket.socket, protocol: ConnectionProtocol) -> Connection:
+        """Serve ``sock`` from now on: make it non-blocking and report to ``protocol``.
+
+        Bytes already buffered (by TLS, after the handshake) are read on the next turn.
+
+        Args:
+            sock: A connected socket (plain or TLS).
+            protocol: Receives the data and the end of the connection.
+
+        Returns:
+            The connection, for writing and closing.
+        """
+        loop = self._current()
+        sock.setblocking(False)
+        conn = Connection(loop, sock, protocol)
+        loop.selector.register(sock, selectors.EVENT_READ, conn)
+        loop.conns.add(conn)
+        loop.hot.add(conn)
+        return conn
+
+    @property
+    def connection_count(self) -> int:
+        """Open connections (reactor thread only)."""
+        loop = self._loop
+        return 0 if loop is None else len(loop.conns)
+
+    def _current(self) -> _Loop:
+        loop = self._loop
+        if loop is None or threading.current_thread() is not loop.thread:
+            raise RuntimeError("Reactor method called outside the reactor thread.")
+        return loop
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _start_locked(self) -> None:
+        loop = _Loop(self._name)
+        thread = threading.Thread(target=self._run, args=(loop,), name=self._name, daemon=True)
+        loop.thread = thread
+        self._loop = loop
+        self._last_thread = thread
+        self._wake_pending = False
+        thread.start()
+
+    def _wake_locked(self) -> None:
+        loop = self._loop
+        if self._wake_pending or loop is None:
+            return
+        self._wake_pending = True
+        with contextlib.suppress(OSError):  # the pipe is full: the reactor is awake anyway
+            loop.wake_w.send(b"\0")
+
+    def _run(self, loop: _Loop) -> None:
+        try:
+            self._serve(loop)
+        finally:
+            with self._lock:
+                if self._loop is loop:
+                    self._loop = None
+                loop.wake_w.close()
+            loop.close()
+
+    def _serve(self, loop: _Loop) -> None:
+        idle_since: float | None = None
+        while True:
+            with self._lock:
+                calls = list(self._calls)
+                self._calls.clear()
+                self._wake_pending = False
+                closed = self._closed
+            for call in calls:
+                _safe(call)
+            del calls
+            if closed:
+                return
+            now = time.monotonic()
+            timeout = loop.next_timeout(now)
+            if not loop.conns and not loop.live_timers:
+                if idle_since is None:
+                    idle_since = now
+                left = idle_since + self._idle_timeout - now
+                if left <= 0:
+                    with self._lock:
+                        if not self._calls:
+                            # Leave under the lock: the next call_soon starts a new thread.
+                            self._loop = None
+                            return
+                    continue
+                timeout = left
+            else:
+                idle_since = None
+            for key, mask in loop.selector.select(timeout):
+                if key.data is None:
+                    loop.drain_wakeup()
+                    continue
+                conn: Connection = key.data
+                if not conn.closed:
+                    try:
+                        conn._ready(mask)
+                    except Exception:
+                        logger.error("Unexpected error in the stream reactor", exc_info=True)
+            if loop.hot:
+                hot = loop.hot
+                loop.hot = set()
+                for conn in hot:
+                    if not conn.closed:
+                        _safe(conn._read)
+            loop.run_timers()
+
+
+def _ssl_pending(sock: socket.socket) -> int:
+    """Decrypted bytes an ``SSLSocket`` holds that the selector cannot see."""
+    assert isinstance(sock, ssl.SSLSocket)
+    return sock.pending()
+
+
+def _safe(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Exception:  # a bug in the hub: log it, keep serving the other streams
+        logger.error("Unexpected error in the stream reactor", exc_info=True)
+
+
+__all__ = [
+    "READ_BUDGET",
+    "READ_SIZE",
+    "Connection",
+    "ConnectionProtocol",
+    "Reactor",
+    "TimerHandle",
+]

@@ -1,0 +1,705 @@
+"""The job handle: :class:`RuntimeJob`.
+
+A ``RuntimeJob`` reads like a :class:`concurrent.futures.Future`: ``status()`` asks the server
+until the job is final and then never again, ``result(timeout)`` waits and returns the decoded
+result or raises (job failed, job cancelled, timed out), and interim results can be streamed
+to a callback. It talks to the server only through the narrow interfaces of
+:mod:`runtime_job.api.protocol`, never through ``requests`` or ``websocket`` directly.
+
+Example::
+
+    job = service.run("hello-world", inputs={"iterations": 2})
+    job.stream_results(lambda job_id, msg: print(job_id, msg))
+    print(job.result(timeout=60))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import codec
+from .api.models import JobResponse, parse
+from .api.protocol import (
+    ExternalResultApi,
+    JobApi,
+    StreamEnd,
+    StreamFrame,
+    StreamingApi,
+    StreamSubscription,
+)
+from .decoders import ResultDecoder, resolve_decoders
+from .exceptions import (
+    IBMInputValueError,
+    IBMRuntimeError,
+    QiskitBackendNotFoundError,
+    RequestsApiError,
+    ResultDecodingError,
+    RuntimeInvalidStateError,
+    RuntimeJobFailureError,
+    RuntimeJobMaxTimeoutError,
+    RuntimeJobTimeoutError,
+)
+from .status import (
+    JOB_FINAL_STATES,
+    RAN_TOO_LONG,
+    JobStatus,
+    error_message_for,
+    job_status_from_api,
+)
+from .timing import DEFAULT_POLL_POLICY, Deadline, PollPolicy
+
+if TYPE_CHECKING:
+    from .api.params import ClientParameters
+    from .backend import Backend
+
+logger = logging.getLogger(__name__)
+
+ResultCallback = Callable[[str, Any], None]
+"""A streaming callback: ``callback(job_id, result)``."""
+CallbackErrors = Literal["log", "raise"]
+"""What a raising callback does: ``"log"`` it and go on, or ``"raise"`` it from ``result()``."""
+DecoderChoice = type[ResultDecoder] | tuple[type[ResultDecoder], type[ResultDecoder]]
+"""A decoder class, or an ``(interim, final)`` pair of them."""
+
+_SAFETY_POLL_SECONDS = 10.0
+"""While a stream is open, the status is still asked this often, in case the stream is mute."""
+_EXTERNAL_REF_MAX_CHARS = 64 * 1024
+"""A result text longer than this is a result, never a ``{"url": ...}`` reference."""
+
+
+class _JobStream:
+    """Receives a job's stream frames, calls the user callback, and tells the job.
+
+    The stream hub calls ``on_frame`` in order, one call at a time, then ``on_end`` once.
+    """
+
+    def __init__(
+        self,
+        job: RuntimeJob,
+        callback: ResultCallback | None,
+        decoder: type[ResultDecoder] | None,
+        callback_errors: CallbackErrors,
+    ) -> None:
+        self._job = job
+        self._callback = callback
+        self._decoder = decoder
+        self._callback_errors = callback_errors
+        self.subscription: StreamSubscription | None = None
+        self.ended = threading.Event()
+
+    def on_frame(self, frame: StreamFrame) -> None:
+        job = self._job
+        if frame.final:
+            job._on_final_frame(frame, self._callback, self._callback_errors)
+            return
+        if self._callback is None:
+            return
+        decoder = self._decoder or job._interim_result_decoder
+        try:
+            payload = job._resolve_external(frame.payload)
+            value = job._decode(decoder, payload)
+        except Exception as err:  # a bad message must not stop the stream
+            job._callback_failed(err, self._callback_errors, "decoding an interim result")
+            return
+        job._call_callback(self._callback, value, self._callback_errors)
+
+    def on_end(self, end: StreamEnd, error: BaseException | None) -> None:
+        self._job._on_stream_end(self, end, error)
+        self.ended.set()
+
+    @property
+    def active(self) -> bool:
+        sub = self.subscription
+        return not self.ended.is_set() and (sub is None or sub.active)
+
+
+class RuntimeJob:
+    """A job of the runtime service (the reference's ``RuntimeJob``).
+
+    Args:
+        backend: The backend the job runs on, or ``None`` to look it up when asked.
+        api_client: The client that talks to the service (see :mod:`runtime_job.api.protocol`).
+        client_params: The connection settings of the service.
+        job_id: The job's id.
+        program_id: The program the job runs.
+        service: The service the job belongs to (used to look up backends).
+        params: The job's inputs, when known.
+        creation_date: When the job was created (UTC string or datetime), when known.
+        user_callback: Stream results to ``user_callback(job_id, result)`` from now on.
+        result_decoder: A :class:`ResultDecoder` subclass or an ``(interim, final)`` pair.
+        image: The runtime image the job runs in.
+        session_id: The session the job belongs to, when known.
+        tags: The job's tags, when known.
+    """
+
+    version = 1
+    """The job interface version (qiskit's ``JobV1``)."""
+
+    poll_policy: PollPolicy = DEFAULT_POLL_POLICY
+    """How status is polled while waiting without a stream."""
+
+    def __init__(
+        self,
+        backend: Backend | None,
+        api_client: JobApi,
+        client_params: ClientParameters,
+        job_id: str,
+        program_id: str,
+        service: Any,
+        params: dict[str, Any] | None = None,
+        creation_date: str | datetime | None = None,
+        user_callback: ResultCallback | None = None,
+        result_decoder: DecoderChoice | None = None,
+        image: str | None = "",
+        session_id: str | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        self._job_id = job_id
+        self._backend = backend
+        self._api_client = api_client
+        self._client_params = client_params
+        self._program_id = program_id
+        self._service = service
+        self._params: Any = params or {}
+        self._creation_date = creation_date
+        self._image = image
+        self._session_id = session_id
+        self._tags = tags
+        self.metadata: dict[str, Any] = {}
+
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._status = JobStatus.INITIALIZING
+        self._reason: str | None = None
+        self._error_message: str | None = None
+        self._results: Any = None
+        self._has_results = False
+        self._final_payload: str | None = None
+        self._interim_results: Any = None
+        self._final_interim_results = False
+        self._stream: _JobStream | None = None
+        self._stream_final = False
+        self._callback_error: BaseException | None = None
+
+        self._interim_result_decoder, self._final_result_decoder = resolve_decoders(
+            result_decoder, program_id
+        )
+        if user_callback is not None:
+            self._start_stream(user_callback, None, "log")
+
+    # ----------------------------------------------------------------------------- identity
+
+    def job_id(self) -> str:
+        """The job's id."""
+        return self._job_id
+
+    @property
+    def program_id(self) -> str:
+        """The id of the program the job runs."""
+        return self._program_id
+
+    @property
+    def image(self) -> str | None:
+        """The runtime image the job runs in."""
+        return self._image
+
+    @property
+    def tags(self) -> list[str] | None:
+        """The job's tags (as given at submission or by the listing)."""
+        return self._tags
+
+    @property
+    def inputs(self) -> Any:
+        """The job's inputs, fetched from the server when not known."""
+        if not self._params:
+            response = self._get_job()
+            self._params = _decode_params(response.get("params"))
+        return self._params
+
+    @property
+    def creation_date(self) -> datetime | None:
+        """When the job was created, in local time (fetched when not known)."""
+        if not self._creation_date:
+            self._creation_date = self._get_job().get("created")
+        if not self._creation_date:
+            return None
+        return _utc_to_local(self._creation_date)
+
+    @property
+    def session_id(self) -> str | None:
+        """The session the job belongs to (fetched when not known)."""
+        if not self._session_id:
+            self._session_id = self._get_job().get("session_id")
+        return self._session_id
+
+    def backend(self) -> Backend | None:
+        """The backend the job runs on, looked up when not known (``None`` if it has none).
+
+        Raises:
+            IBMRuntimeError: The job could not be fetched.
+        """
+        if not self._backend:
+            try:
+                raw = self._api_client.job_get(self._job_id)
+            except RequestsApiError as err:
+                raise IBMRuntimeError(f"Failed to get job backend: {err}") from None
+            name = raw.get("backend")
+            if name:
+                self._backend = _lookup_backend(self._service, str(name))
+        return self._backend
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}('{self._job_id}', '{self._program_id}')>"
+
+    def submit(self) -> None:
+        """Not supported: jobs are submitted with ``RuntimeService.run()``."""
+        raise NotImplementedError(
+            "job.submit() is not supported. Please use QiskitRuntimeService.run() to submit a job."
+        )
+
+    # ------------------------------------------------------------------------------- status
+
+    def status(self) -> JobStatus:
+        """The job's status, asked from the server until it is final, then cached.
+
+        Raises:
+            IBMError: The server sent a missing or unknown status.
+            RequestsApiError: The request failed.
+        """
+        self._refresh_status()
+        return self._status
+
+    def error_message(self) -> str | None:
+        """The job's error message if it failed, else ``None``."""
+        self._refresh_status()
+        return self._error_message
+
+    def done(self) -> bool:
+        """Whether the job completed successfully."""
+        return self.status() is JobStatus.DONE
+
+    def running(self) -> bool:
+        """Whether the job is running."""
+        return self.status() is JobStatus.RUNNING
+
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled."""
+        return self.status() is JobStatus.CANCELLED
+
+    def in_final_state(self) -> bool:
+        """Whether the job reached a final state (done, cancelled or failed)."""
+        return self.status() in JOB_FINAL_STATES
+
+    # ------------------------------------------------------------------------------ results
+
+    def result(
+        self, timeout: float | None = None, decoder: type[ResultDecoder] | None = None
+    ) -> Any:
+        """Wait for the job to finish and return its decoded result.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits as long as it takes.
+            decoder: A :class:`ResultDecoder` subclass for this call only.
+
+        Returns:
+            The decoded result (cached, unless another decoder is given).
+
+        Raises:
+            RuntimeJobTimeoutError: The job did not finish in time.
+            RuntimeJobFailureError: The job failed.
+            RuntimeJobMaxTimeoutError: The job ran longer than its maximum execution time.
+            RuntimeInvalidStateError: The job was cancelled.
+            ResultDecodingError: The result could not be decoded.
+        """
+        _check_timeout(timeout)
+        chosen = decoder or self._final_result_decoder
+        default = chosen is self._final_result_decoder
+        if default and self._has_results:
+            return self._results
+        self.wait_for_final_state(timeout)
+        self._raise_callback_error()
+        if self._status is JobStatus.ERROR:
+            message = self._reason if self._reason else self._error_message
+            if self._reason == RAN_TOO_LONG:
+                raise RuntimeJobMaxTimeoutError(message)
+            raise RuntimeJobFailureError(f"Unable to retrieve job result. {message}")
+        if self._status is JobStatus.CANCELLED:
+            raise RuntimeInvalidStateError(
+                f"Unable to retrieve result for job {self._job_id}. Job was cancelled."
+            )
+        with self._lock:
+            if default and self._has_results:
+                return self._results
+            raw: str | bytes | None = self._final_payload
+        if raw is None:
+            raw = self._resolve_external(self._api_client.job_results(job_id=self._job_id))
+        value = self._decode(chosen, raw) if raw else None
+        if default and raw:
+            with self._lock:
+                self._results, self._has_results = value, True
+                self._final_payload = None
+        return value
+
+    def interim_results(self, decoder: type[ResultDecoder] | None = None) -> Any:
+        """The interim results published so far, decoded; cached once the job is final.
+
+        Args:
+            decoder: A :class:`ResultDecoder` subclass for this call (ignored once cached).
+        """
+        if not self._final_interim_results:
+            final = self.status() in JOB_FINAL_STATES
+            raw = self._api_client.job_interim_results(job_id=self._job_id)
+            self._interim_results = self._decode(decoder or self._interim_result_decoder, raw)
+            self._final_interim_results = final
+        return self._interim_results
+
+    def logs(self) -> str:
+        """The job's logs (complete once the job is final; ``""`` if there are none).
+
+        Raises:
+            IBMRuntimeError: The logs could not be fetched.
+        """
+        if self.status() not in JOB_FINAL_STATES:
+            logger.warning("Job logs are only available after the job finishes.")
+        try:
+            return self._api_client.job_logs(self._job_id)
+        except RequestsApiError as err:
+            if err.status_code == 404:
+                return ""
+            raise IBMRuntimeError(f"Failed to get job logs: {err}") from None
+
+    def metrics(self) -> dict[str, Any]:
+        """The job's metrics (timestamps and usage).
+
+        Raises:
+            IBMRuntimeError: The metrics could not be fetched or are not a JSON object.
+        """
+        try:
+            raw = self._api_client.job_metadata(self._job_id)
+        except RequestsApiError as err:
+            raise IBMRuntimeError(f"Failed to get job metadata: {err}") from None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise IBMRuntimeError(
+                f"Failed to get job metadata: the server sent malformed JSON: {raw[:200]!r}"
+            ) from None
+        if not isinstance(value, dict):
+            raise IBMRuntimeError(
+                f"Failed to get job metadata: expected a JSON object, got {type(value).__name__}"
+            )
+        return value
+
+    # ---------------------------------------------------------------------------- cancelling
+
+    def cancel(self) -> None:
+        """Cancel the job, stop its stream, and record the status the server reports.
+
+        Raises:
+            RuntimeInvalidStateError: The job cannot be cancelled (e.g. it already finished).
+            IBMRuntimeError: The request failed.
+        """
+        try:
+            self._api_client.job_cancel(self._job_id)
+        except RequestsApiError as err:
+            if err.status_code == 409:
+                self._refresh_status_quietly()
+                raise RuntimeInvalidStateError(f"Job cannot be cancelled: {err}") from None
+            raise IBMRuntimeError(f"Failed to cancel job: {err}") from None
+        self.cancel_result_streaming()
+        self._refresh_status()
+
+    # ------------------------------------------------------------------------------ waiting
+
+    def wait_for_final_state(self, timeout: float | None = None) -> None:
+        """Wait until the job is final.
+
+        Completion is learnt from the job's stream when one is open (or can be opened),
+        otherwise by polling with a back-off. ``timeout`` is one deadline over everything.
+
+        Raises:
+            RuntimeJobTimeoutError: The job was not final within ``timeout`` seconds.
+        """
+        _check_timeout(timeout)
+        deadline = Deadline(timeout)
+        if self._status in JOB_FINAL_STATES:
+            return
+        self._refresh_status()
+        if self._status in JOB_FINAL_STATES:
+            return
+        opened: _JobStream | None = None
+        if not self._is_streaming() and isinstance(self._api_client, StreamingApi):
+            opened = self._start_stream(None, None, "log")
+        try:
+            self._wait(deadline, timeout)
+        finally:
+            if opened is not None and opened.subscription is not None:
+                opened.subscription.cancel()
+
+    def _wait(self, deadline: Deadline, timeout: float | None) -> None:
+        intervals = self.poll_policy.intervals()
+        while True:
+            with self._lock:
+                if self._status in JOB_FINAL_STATES:
+                    return
+                if self._stream_final:
+                    # The stream says the job ended: ask now, once, instead of waiting.
+                    self._stream_final = False
+                else:
+                    pause = _SAFETY_POLL_SECONDS if self._is_streaming() else intervals.next()
+                    self._changed.wait(deadline.cap(pause))
+                    if self._status in JOB_FINAL_STATES:
+                        return
+            if deadline.expired():
+                raise RuntimeJobTimeoutError(
+                    f"Timed out waiting for job to complete after {timeout} secs."
+                )
+            self._refresh_status()
+
+    # ----------------------------------------------------------------------------- streaming
+
+    def stream_results(
+        self,
+        callback: ResultCallback,
+        decoder: type[ResultDecoder] | None = None,
+        *,
+        callback_errors: CallbackErrors = "log",
+    ) -> None:
+        """Stream interim results (and the final result) to ``callback(job_id, result)``.
+
+        Each message reaches the callback exactly once and in order, on a thread of the
+        process-wide stream hub.
+
+        Args:
+            callback: Called with the job id and each decoded result.
+            decoder: Decoder for interim results (default: the job's interim decoder).
+            callback_errors: ``"log"`` (default) logs a raising callback and goes on;
+                ``"raise"`` stops the stream and raises the error from ``result()``.
+
+        Raises:
+            RuntimeInvalidStateError: The job already finished, or a callback is streaming.
+        """
+        if callback_errors not in ("log", "raise"):
+            raise IBMInputValueError(
+                f"callback_errors must be 'log' or 'raise', not {callback_errors!r}"
+            )
+        if self.status() in JOB_FINAL_STATES:
+            raise RuntimeInvalidStateError("Job already finished.")
+        if self._is_streaming():
+            raise RuntimeInvalidStateError("A callback function is already streaming results.")
+        self._start_stream(callback, decoder, callback_errors)
+
+    def cancel_result_streaming(self) -> None:
+        """Stop streaming results; nothing more reaches the callback."""
+        stream = self._stream
+        if stream is not None and stream.subscription is not None:
+            stream.subscription.cancel()
+
+    def _is_streaming(self) -> bool:
+        stream = self._stream
+        return stream is not None and stream.active
+
+    def _start_stream(
+        self,
+        callback: ResultCallback | None,
+        decoder: type[ResultDecoder] | None,
+        callback_errors: CallbackErrors,
+    ) -> _JobStream | None:
+        api = self._api_client
+        if not isinstance(api, StreamingApi):
+            if callback is None:
+                return None
+            raise IBMRuntimeError(
+                f"Cannot stream results of job {self._job_id}: "
+                f"{type(api).__name__} does not support streaming."
+            )
+        stream = _JobStream(self, callback, decoder, callback_errors)
+        with self._lock:
+            self._stream = stream
+            self._stream_final = False
+        stream.subscription = api.open_stream(self._job_id, stream)
+        return stream
+
+    def _on_final_frame(
+        self, frame: StreamFrame, callback: ResultCallback | None, policy: CallbackErrors
+    ) -> None:
+        if (frame.status or "").upper() == "COMPLETED":
+            value: Any = None
+            decoded = False
+            if callback is not None and frame.payload:
+                try:
+                    payload = self._resolve_external(frame.payload)
+                    value = self._decode(self._final_result_decoder, payload) if payload else None
+                    decoded = True
+                except Exception as err:
+                    self._callback_failed(err, policy, "decoding the final result")
+                else:
+                    self._call_callback(callback, value, policy)
+            with self._lock:
+                if self._status not in JOB_FINAL_STATES:
+                    self._status = JobStatus.DONE
+                    self._error_message = None
+                if decoded and frame.payload:
+                    self._results, self._has_results = value, True
+                elif frame.payload:
+                    self._final_payload = frame.payload
+                self._stream_final = True
+                self._changed.notify_all()
+        else:
+            with self._lock:
+                self._stream_final = True
+                self._changed.notify_all()
+
+    def _on_stream_end(
+        self, stream: _JobStream, end: StreamEnd, error: BaseException | None
+    ) -> None:
+        if end is StreamEnd.FAILED:
+            logger.debug("Stream of job %s ended without the job: %s", self._job_id, error)
+        with self._lock:
+            if end is StreamEnd.COMPLETED:
+                self._stream_final = True
+            self._changed.notify_all()
+
+    def _call_callback(self, callback: ResultCallback, value: Any, policy: CallbackErrors) -> None:
+        try:
+            callback(self._job_id, value)
+        except Exception as err:
+            self._callback_failed(err, policy, "in the result callback")
+
+    def _callback_failed(self, err: Exception, policy: CallbackErrors, where: str) -> None:
+        if policy == "raise":
+            with self._lock:
+                if self._callback_error is None:
+                    self._callback_error = err
+            self.cancel_result_streaming()
+            return
+        logger.warning(
+            "An error occurred while streaming results for job %s (%s): %r",
+            self._job_id,
+            where,
+            err,
+            exc_info=err,
+        )
+
+    def _raise_callback_error(self) -> None:
+        err = self._callback_error
+        if err is not None:
+            raise IBMRuntimeError(
+                f"The result callback of job {self._job_id} raised: {err!r}"
+            ) from err
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _get_job(self) -> dict[str, Any]:
+        return self._api_client.job_get(job_id=self._job_id)
+
+    def _refresh_status_quietly(self) -> None:
+        try:
+            self._refresh_status()
+        except Exception as err:  # the caller raises a clearer error
+            logger.debug("Could not refresh the status of job %s: %r", self._job_id, err)
+
+    def _refresh_status(self) -> None:
+        if self._status in JOB_FINAL_STATES:
+            return
+        response = parse(JobResponse, self._get_job(), "job", self._job_id)
+        state = response.state
+        raw_status = state.status if state else None
+        reason = state.reason if state else None
+        with self._lock:
+            if reason:
+                self._reason = reason.upper()
+            new_status = job_status_from_api(raw_status, self._reason)
+        error_message = None
+        if new_status is JobStatus.ERROR:
+            raw = self._resolve_external(self._api_client.job_results(job_id=self._job_id))
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            error_message = error_message_for(self._job_id, str(raw_status), self._reason, text)
+        with self._lock:
+            if self._status in JOB_FINAL_STATES:
+                return
+            self._status = new_status
+            self._error_message = error_message
+            if new_status in JOB_FINAL_STATES:
+                self._changed.notify_all()
+
+    def _resolve_external(self, raw: str) -> str | bytes:
+        """Download a result stored elsewhere: a small JSON object with a ``url`` key."""
+        if not raw or len(raw) > _EXTERNAL_REF_MAX_CHARS or not raw.lstrip().startswith("{"):
+            return raw
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return raw
+        if not isinstance(value, dict) or "url" not in value:
+            return raw
+        api = self._api_client
+        if not isinstance(api, ExternalResultApi):
+            raise IBMRuntimeError(
+                f"The result of job {self._job_id} is stored externally, and "
+                f"{type(api).__name__} cannot download it."
+            )
+        return api.external_result(str(value["url"]))
+
+    def _decode(self, decoder: type[ResultDecoder], raw: str | bytes) -> Any:
+        try:
+            return decoder.decode(raw)
+        except ResultDecodingError as err:
+            raise ResultDecodingError(
+                f"Could not decode a result of job {self._job_id}: {err.message}",
+                job_id=self._job_id,
+                excerpt=err.excerpt,
+            ) from err
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise IBMInputValueError(
+            f"timeout must be a positive number of seconds or None, not {timeout!r}"
+        )
+
+
+def _decode_params(params: Any) -> Any:
+    """Decode a job's ``params`` as the server sends them (dict, JSON text, or ``[dict]``)."""
+    if isinstance(params, list):
+        params = params[0] if params else {}
+    if params is None:
+        return {}
+    if isinstance(params, str | bytes):
+        return codec.loads(params)
+    return codec.decode_value(params)
+
+
+def _utc_to_local(value: str | datetime) -> datetime:
+    """A UTC timestamp (string or datetime) as an aware datetime in local time."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone()
+
+
+def _lookup_backend(service: Any, name: str) -> Backend | None:
+    from .backend import IBMRetiredBackend
+
+    lookup = getattr(service, "backend", None)
+    if lookup is None:
+        return None
+    try:
+        backend: Backend | None = lookup(name)
+    except QiskitBackendNotFoundError:
+        return IBMRetiredBackend.from_name(name)
+    return backend
+
+
+__all__ = ["CallbackErrors", "DecoderChoice", "ResultCallback", "RuntimeJob"]

@@ -1,0 +1,406 @@
+""":class:`LocalRuntimeServer`: the whole local server, embedded in the current process.
+
+uvicorn serves the application in a named background thread
+(``runtime-job-server``); programs run in a pool of worker processes driven by the
+``runtime-job-runner`` thread. :meth:`LocalRuntimeServer.stop` stops both, kills the
+workers and joins the threads, in bounded time.
+
+Example::
+
+    with LocalRuntimeServer(data_dir=tmp_path, tokens=["secret"]) as server:
+        requests.post(server.url + "/jobs", json={"program_id": "hello-world"},
+                      headers={"X-Access-Token": server.token})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from .. import __version__
+from .app import AppContext, Notifier, StreamHub, create_app
+from .auth import Authenticator
+from .paths import DataDir
+from .programs import ProgramLike, ProgramRegistry
+from .runner import Runner
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+_START_TIMEOUT = 60.0
+
+
+class DataDirInUse(RuntimeError):
+    """Another server already serves this data directory.
+
+    Attributes:
+        url: That server's URL, when known.
+        pid: That server's process id, when known.
+    """
+
+    def __init__(self, message: str, url: str | None = None, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.pid = pid
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only reaches this machine (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if host.lower() == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+class LocalRuntimeServer:
+    """A local runtime server running in this process (HTTP thread + worker processes).
+
+    Args:
+        data_dir: Data directory (default: the per-user one, see
+            :func:`~runtime_job.server.paths.default_data_dir`).
+        tokens: API tokens, one per user. Default: the data directory's token file, created
+            with a random token when missing. The first token is written to the token file.
+        host: Address to bind; a non-loopback address needs TLS or ``insecure_bind``.
+        port: Port to bind (``0``: a free port).
+        tls_cert: Certificate file (PEM) to serve HTTPS and WSS.
+        tls_key: Private key file (PEM) of the certificate.
+        workers: Number of worker processes.
+        programs: Extra programs, ``{id: callable or "package.module:function"}``, or a
+            whole :class:`ProgramRegistry`.
+        insecure_bind: Allow a non-loopback address without TLS.
+        max_body: Largest accepted request body in bytes.
+
+    Raises:
+        ValueError: Inconsistent arguments (TLS half given, non-loopback without TLS, ...).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        tokens: Sequence[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        workers: int = 2,
+        programs: Mapping[str, ProgramLike] | ProgramRegistry | None = None,
+        *,
+        insecure_bind: bool = False,
+        max_body: int | None = None,
+    ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together.")
+        if not is_loopback(host) and tls_cert is None and not insecure_bind:
+            raise ValueError(
+                f"Refusing to bind {host!r} without TLS: it is reachable from other machines. "
+                "Give a certificate and key, or allow it explicitly (insecure_bind)."
+            )
+        if workers < 1:
+            raise ValueError("workers must be at least 1.")
+        if tokens is not None and (
+            isinstance(tokens, str)
+            or not tokens
+            or not all(isinstance(t, str) and t for t in tokens)
+        ):
+            raise ValueError("tokens must be a non-empty list of non-empty strings.")
+        self.data = DataDir.resolve(data_dir)
+        self.host = host
+        self.port = port
+        self.tls_cert = os.fspath(tls_cert) if tls_cert is not None else None
+        self.tls_key = os.fspath(tls_key) if tls_key is not None else None
+        self.workers = workers
+        self._given_tokens = list(tokens) if tokens is not None else None
+        self._tokens: list[str] = []
+        self.programs = (
+            programs if isinstance(programs, ProgramRegistry) else ProgramRegistry(programs)
+        )
+        self.max_body = max_body
+        self._url: str | None = None
+        self._lock_fd: int | None = None
+        self._store: Store | None = None
+        self._runner: Runner | None = None
+        self._hub: StreamHub | None = None
+        self._notifier: Notifier | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._serve_error: BaseException | None = None
+        self._state_lock = threading.Lock()
+
+    # -- properties ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL of the runtime API (e.g. ``http://127.0.0.1:54321``)."""
+        if self._url is None:
+            raise RuntimeError("The server is not started.")
+        return self._url
+
+    @property
+    def api_url(self) -> str:
+        """URL of the ``ibm_quantum`` login API (``url + "/api"``)."""
+        return self.url + "/api"
+
+    @property
+    def token(self) -> str:
+        """The first (primary) API token."""
+        if not self._tokens:
+            raise RuntimeError("The server is not started.")
+        return self._tokens[0]
+
+    @property
+    def tokens(self) -> list[str]:
+        """Every API token (one per user)."""
+        return list(self._tokens)
+
+    @property
+    def token_file(self) -> str:
+        """Path of the file holding the primary token."""
+        return str(self.data.token_path)
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is serving."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current worker processes."""
+        return self._runner.worker_pids() if self._runner is not None else []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalRuntimeServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout: float = _START_TIMEOUT) -> LocalRuntimeServer:
+        """Start serving; return once the workers are warm and the port answers.
+
+        Args:
+            timeout: Seconds to wait for start-up.
+
+        Raises:
+            DataDirInUse: Another server serves the data directory.
+            OSError: The address cannot be bound.
+            RuntimeError: Start-up failed.
+        """
+        with self._state_lock:
+            if self._thread is not None:
+                raise RuntimeError("The server is already started.")
+            try:
+                self._start(timeout)
+            except BaseException:
+                self._teardown(timeout=5.0)
+                raise
+        return self
+
+    def _start(self, timeout: float) -> None:
+        self.data.create()
+        self._acquire_lock()
+        if self._given_tokens is not None:
+            self._tokens = list(self._given_tokens)
+            if self.data.read_token() != self._tokens[0]:
+                self.data.write_token(self._tokens[0])
+        else:
+            self._tokens = [self.data.read_or_create_token()]
+        self._store = store = Store(self.data.db_path)
+        failed, queued = store.recover(time.time())
+        if failed:
+            logger.warning("%d job(s) were running when the server stopped: failed.", len(failed))
+        self._hub = hub = StreamHub()
+        self._notifier = notifier = Notifier(hub)
+        self._runner = runner = Runner(store, self.programs, self.workers, notifier)
+        auth = Authenticator(self._tokens, store)
+        ctx = AppContext(store=store, auth=auth, programs=self.programs, runner=runner, hub=hub)
+        if self.max_body is not None:
+            ctx.max_body = self.max_body
+        app = create_app(ctx)
+        self._socket = sock = self._bind()
+        port = sock.getsockname()[1]
+        scheme = "https" if self.tls_cert else "http"
+        self._url = f"{scheme}://{_url_host(self.host)}:{port}"
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="websockets-sansio",
+            http="h11",
+            ssl_certfile=self.tls_cert,
+            ssl_keyfile=self.tls_key,
+            timeout_graceful_shutdown=2,
+            timeout_keep_alive=30,
+            server_header=False,
+        )
+        self._uvicorn = uvicorn.Server(config)
+        runner.start()
+        for job_id in queued:
+            runner.submit(job_id)
+        self._thread = threading.Thread(target=self._serve, name="runtime-job-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._uvicorn.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"The server failed to start: {self._serve_error!r}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("The server did not start in time.")
+            time.sleep(0.005)
+        runner.wait_ready(max(1.0, deadline - time.monotonic()))
+        self.data.write_server_info(
+            {
+                "url": self._url,
+                "pid": os.getpid(),
+                "token_file": self.token_file,
+                "version": __version__,
+                "started": time.time(),
+            }
+        )
+        logger.info("runtime-job server at %s", self._url)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving, kill the workers and join every thread (bounded by ``timeout``)."""
+        with self._state_lock:
+            self._teardown(timeout)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(self.data.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            info = self.data.read_server_info() or {}
+            url, pid = info.get("url"), info.get("pid")
+            raise DataDirInUse(
+                f"The data directory {self.data.root} is already served (pid {pid}, {url}).",
+                url=url if isinstance(url, str) else None,
+                pid=pid if isinstance(pid, int) else None,
+            ) from None
+        self._lock_fd = fd
+
+    def _bind(self) -> socket.socket:
+        host = self.host.strip("[]")
+        infos = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)
+        family, socktype, proto, _, address = infos[0]
+        sock = socket.socket(family, socktype, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(2048)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _serve(self) -> None:
+        assert self._uvicorn is not None and self._socket is not None
+        loop = asyncio.new_event_loop()
+        if self._notifier is not None:
+            self._notifier.loop = loop
+        try:
+            loop.run_until_complete(self._uvicorn.serve(sockets=[self._socket]))
+        except BaseException as err:
+            self._serve_error = err
+            logger.error("The server thread stopped: %r", err)
+        finally:
+            try:
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                if self._notifier is not None:
+                    self._notifier.loop = None
+                loop.close()
+
+    def _teardown(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        server, thread, notifier = self._uvicorn, self._thread, self._notifier
+        if server is not None:
+            loop = notifier.loop if notifier is not None else None
+            if loop is not None and self._hub is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._hub.close_all)
+            server.should_exit = True
+        if thread is not None:
+            thread.join(max(0.1, deadline - time.monotonic() - 1.0))
+            if thread.is_alive() and server is not None:
+                server.force_exit = True
+                thread.join(1.0)
+            if thread.is_alive():
+                logger.warning("The server thread did not stop in time.")
+        if self._socket is not None:
+            self._socket.close()
+        if self._runner is not None:
+            self._runner.stop(max(1.0, deadline - time.monotonic()))
+        if self._store is not None:
+            self._store.close()
+        if self._lock_fd is not None:
+            self.data.remove_server_info(os.getpid())
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+        self._uvicorn = self._thread = self._socket = None
+        self._runner = self._store = self._hub = self._notifier = None
+        self._lock_fd = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<LocalRuntimeServer {self._url or '-'} data_dir={self.data.root} {state}>"
+
+
+def server_summary(server: LocalRuntimeServer) -> dict[str, Any]:
+    """A JSON-friendly summary of a server (URL, token file, worker pids)."""
+    return {
+        "url": server.url,
+        "token_file": server.token_file,
+        "pid": os.getpid(),
+        "workers": server.worker_pids(),
+    }
+
+
+__all__ = ["DataDirInUse", "LocalRuntimeServer", "is_loopback", "server_summary"]

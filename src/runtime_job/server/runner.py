@@ -1,0 +1,450 @@
+"""The runner: a bounded pool of warm worker processes and the thread that drives it.
+
+One thread (``runtime-job-runner``) owns every worker. It waits on the workers'
+connections, their process sentinels and a wake-up socket, and in each round:
+
+1. takes the commands of other threads (submit, cancel);
+2. writes what workers reported (interim results, logs, results) to the store, several
+   messages per transaction, and only then notifies stream subscribers;
+3. replaces workers that died, failing the job a dead worker was running;
+4. cancels jobs that ran past their ``cost`` (reason ``RAN TOO LONG``) by killing their
+   worker;
+5. hands queued jobs (first in, first out) to idle workers.
+
+Programs never run in the server process. Workers are fresh interpreters
+(``python -m runtime_job.server.worker``, never a ``fork`` of the threaded server), each in
+its own process group, talking to the runner over a socket pair.
+
+Example::
+
+    runner = Runner(store, ProgramRegistry(), workers=2, notify=print)
+    runner.start()
+    runner.submit(job_id)
+    runner.stop()
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from .programs import ProgramRegistry
+from .store import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    REASON_RAN_TOO_LONG,
+    REASON_STOPPED,
+    RUNNING,
+    Store,
+)
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 512
+"""Most worker messages written in one transaction."""
+_POLL_WITHOUT_SENTINEL = 0.5
+"""Seconds between exit checks of a worker when the platform has no process descriptor."""
+_READY_TIMEOUT = 60.0
+"""Seconds :meth:`Runner.start` waits for the workers to be warm."""
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    conn: Connection
+    sentinel: int | None
+    ready: bool = False
+    job_id: str | None = None
+    deadline: float | None = None
+    killed: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+def _worker_output() -> int:
+    """Where workers write at the file-descriptor level: the server's stderr, if it has one."""
+    try:
+        os.fstat(2)
+    except OSError:
+        return subprocess.DEVNULL
+    return 2
+
+
+def _worker_env() -> dict[str, str]:
+    """The workers' environment: ours, with this package importable."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    current = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = package_root + (os.pathsep + current if current else "")
+    return env
+
+
+class Runner:
+    """A pool of worker processes running the queued jobs.
+
+    Args:
+        store: Where jobs live.
+        programs: The program registry.
+        workers: Number of worker processes (at least 1).
+        notify: Called (from the runner thread) with a job id after its stored state or
+            stream changed.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        programs: ProgramRegistry,
+        workers: int,
+        notify: Callable[[str], None],
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._store = store
+        self._programs = programs
+        self._size = workers
+        self._notify = notify
+        self._lock = threading.Lock()
+        self._commands: list[tuple[str, str]] = []
+        self._pending: collections.deque[str] = collections.deque()
+        self._workers: list[_Worker] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._spawn_failures = 0
+        self._spawn_after = 0.0
+        self._all_ready = threading.Event()
+
+    # -- API for other threads -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers and the runner thread (see :meth:`wait_ready`)."""
+        for _ in range(self._size):
+            self._spawn()
+        self._thread = threading.Thread(target=self._loop, name="runtime-job-runner", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout: float = _READY_TIMEOUT) -> bool:
+        """Wait until every first worker is warm; false (and a warning) on time-out."""
+        if self._all_ready.wait(timeout):
+            return True
+        logger.warning("Worker processes not ready after %.1f s; continuing.", timeout)
+        return False
+
+    def submit(self, job_id: str) -> None:
+        """Queue a job (already stored as ``QUEUED``)."""
+        self._command("submit", job_id)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job already marked final in the store: drop it or kill its worker."""
+        self._command("cancel", job_id)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        with self._lock:
+            return [w.process.pid for w in self._workers]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and every worker (killing busy ones); bounded by ``timeout``."""
+        with self._lock:
+            self._stopping = True
+        self._wake()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("Runner thread did not stop within %.1f s.", timeout)
+        else:
+            self._shutdown_workers(timeout)
+        for sock in (self._wake_r, self._wake_w):
+            sock.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _command(self, name: str, job_id: str) -> None:
+        with self._lock:
+            self._commands.append((name, job_id))
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _spawn(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            fd = child_sock.fileno()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "runtime_job.server.worker", str(fd), str(os.getpid())],
+                pass_fds=(fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=_worker_output(),
+                stderr=_worker_output(),
+                process_group=0,
+                env=_worker_env(),
+            )
+        finally:
+            child_sock.close()
+        conn = Connection(parent_sock.detach())
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("path", list(sys.path)))
+        sentinel: int | None = None
+        with contextlib.suppress(OSError, AttributeError):
+            sentinel = os.pidfd_open(process.pid)
+        with self._lock:
+            self._workers.append(_Worker(process=process, conn=conn, sentinel=sentinel))
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    commands, self._commands = self._commands, []
+                    stopping = self._stopping
+                if stopping:
+                    break
+                for name, job_id in commands:
+                    if name == "submit":
+                        self._pending.append(job_id)
+                    elif name == "cancel":
+                        self._cancel(job_id)
+                self._replenish()
+                self._dispatch()
+                waitables: list[Any] = [self._wake_r]
+                for w in self._workers:
+                    waitables.append(w.conn)
+                    if w.sentinel is not None:
+                        waitables.append(w.sentinel)
+                ready = wait(waitables, self._timeout())
+                with contextlib.suppress(OSError):
+                    while self._wake_r.recv(4096):
+                        pass
+                for w in list(self._workers):
+                    exited = w.sentinel is not None and w.sentinel in ready
+                    eof = self._drain(w) if (w.conn in ready or exited) else False
+                    if eof or exited or (w.sentinel is None and w.process.poll() is not None):
+                        if not eof:
+                            self._drain(w)
+                        self._reap(w)
+                self._enforce_deadlines()
+        except Exception:
+            logger.exception("Runner thread crashed")
+        finally:
+            self._shutdown_workers(5.0)
+
+    def _timeout(self) -> float | None:
+        now = time.monotonic()
+        deadlines = [w.deadline for w in self._workers if w.deadline is not None and w.job_id]
+        if self._spawn_after > now and len(self._workers) < self._size:
+            deadlines.append(self._spawn_after)
+        if any(w.sentinel is None for w in self._workers):
+            deadlines.append(now + _POLL_WITHOUT_SENTINEL)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - now)
+
+    def _replenish(self) -> None:
+        if self._stopping or time.monotonic() < self._spawn_after:
+            return
+        while len(self._workers) < self._size:
+            self._spawn()
+
+    def _dispatch(self) -> None:
+        while self._pending:
+            idle = next((w for w in self._workers if w.ready and w.job_id is None), None)
+            if idle is None:
+                return
+            job_id = self._pending.popleft()
+            job = self._store.get_job(job_id)
+            if job is None or not self._store.mark_running(job_id, time.time()):
+                continue
+            program = self._programs.get(job.program_id)
+            params = self._store.get_params(job_id) or "{}"
+            if program is None:
+                self._finish(
+                    job_id,
+                    FAILED,
+                    "program not available",
+                    f"Program {job.program_id!r} is not available on this server.\n",
+                )
+                continue
+            spec: str | bytes = program if isinstance(program, str) else pickle.dumps(program)
+            try:
+                idle.conn.send(("run", job_id, spec, params, job.backend))
+            except (OSError, ValueError):
+                self._finish(job_id, FAILED, "worker unavailable", "The worker process died.\n")
+                continue
+            idle.job_id = job_id
+            idle.deadline = time.monotonic() + job.cost if job.cost else None
+            self._notify(job_id)
+
+    def _finish(self, job_id: str, status: str, reason: str | None, text: str | None) -> bool:
+        with self._store.write() as tx:
+            done = tx.finish(job_id, status, reason, text, time.time())
+        if done:
+            self._notify(job_id)
+        return done
+
+    def _drain(self, w: _Worker) -> bool:
+        """Store every message waiting on a worker's connection; true at end of stream."""
+        while True:
+            messages: list[tuple[Any, ...]] = []
+            eof = False
+            try:
+                while len(messages) < _BATCH and w.conn.poll():
+                    messages.append(w.conn.recv())
+            except (EOFError, OSError):
+                eof = True
+            if messages:
+                self._apply(w, messages)
+            if eof:
+                return True
+            if len(messages) < _BATCH:
+                return False
+
+    def _apply(self, w: _Worker, messages: list[tuple[Any, ...]]) -> None:
+        touched: set[str] = set()
+        now = time.time()
+        with self._store.write() as tx:
+            for message in messages:
+                kind = message[0]
+                if kind == "ready":
+                    w.ready = True
+                    self._spawn_failures = 0
+                elif kind == "interim":
+                    if tx.add_interim(message[1], message[2]) is not None:
+                        touched.add(message[1])
+                elif kind == "log":
+                    tx.append_log(message[1], message[2])
+                elif kind in ("done", "failed"):
+                    job_id = message[1]
+                    if kind == "done":
+                        changed = tx.finish(job_id, COMPLETED, None, message[2], now)
+                    else:
+                        changed = tx.finish(job_id, FAILED, None, message[2], now)
+                    if changed:
+                        touched.add(job_id)
+                    if w.job_id == job_id:
+                        w.job_id = None
+                        w.deadline = None
+        for job_id in touched:
+            self._notify(job_id)
+        if not self._all_ready.is_set() and all(x.ready for x in self._workers):
+            self._all_ready.set()
+
+    def _reap(self, w: _Worker) -> None:
+        """Forget a worker that exited; fail its job unless it was killed on purpose."""
+        try:
+            code: int | None = w.process.wait(1.0)
+        except subprocess.TimeoutExpired:
+            self._kill(w)
+            code = w.process.wait()
+        self._close(w)
+        with self._lock:
+            if w in self._workers:
+                self._workers.remove(w)
+        if not w.ready and not w.killed and not self._stopping:
+            self._spawn_failures += 1
+            delay = min(30.0, 0.5 * 2 ** (self._spawn_failures - 1))
+            self._spawn_after = time.monotonic() + delay
+            logger.error(
+                "A worker process exited during start-up (exit code %s); retrying in %.1f s.",
+                code,
+                delay,
+            )
+        if w.job_id is not None and not w.killed:
+            self._finish(
+                w.job_id,
+                FAILED,
+                "worker process died",
+                f"The worker process running this job exited unexpectedly (exit code {code}).\n",
+            )
+
+    @staticmethod
+    def _close(w: _Worker) -> None:
+        with contextlib.suppress(OSError):
+            w.conn.close()
+        if w.sentinel is not None:
+            with contextlib.suppress(OSError):
+                os.close(w.sentinel)
+            w.sentinel = None
+
+    @staticmethod
+    def _kill(w: _Worker) -> None:
+        w.killed = True
+        with contextlib.suppress(OSError):
+            os.killpg(w.process.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            w.process.kill()
+
+    def _cancel(self, job_id: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._pending.remove(job_id)
+        for w in self._workers:
+            if w.job_id == job_id and not w.killed:
+                self._kill(w)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for w in list(self._workers):
+            if w.job_id is None or w.deadline is None or w.killed or now < w.deadline:
+                continue
+            job_id = w.job_id
+            self._drain(w)
+            if w.job_id != job_id:
+                continue
+            job = self._store.get_job(job_id)
+            cost = job.cost if job is not None else None
+            self._finish(
+                job_id,
+                CANCELLED,
+                REASON_RAN_TOO_LONG,
+                f"Job {job_id} ran longer than its maximum execution time ({cost} s) "
+                "and was cancelled (RAN TOO LONG).\n",
+            )
+            self._kill(w)
+
+    def _shutdown_workers(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            workers = list(self._workers)
+        for w in workers:
+            if w.job_id is not None:
+                self._kill(w)
+                with contextlib.suppress(Exception):
+                    self._finish(
+                        w.job_id,
+                        FAILED,
+                        REASON_STOPPED,
+                        "The server stopped while this job was running.\n",
+                    )
+            else:
+                with contextlib.suppress(OSError, ValueError):
+                    w.conn.send(("stop",))
+        for w in workers:
+            try:
+                w.process.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                self._kill(w)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    w.process.wait(max(0.05, deadline - time.monotonic()))
+            self._close(w)
+        with self._lock:
+            self._workers = [w for w in self._workers if w not in workers]
+
+
+__all__ = ["RUNNING", "Runner"]

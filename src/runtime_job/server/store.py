@@ -1,0 +1,825 @@
+"""The server's storage: one SQLite database in WAL mode.
+
+Everything a client can observe lives here (jobs, interim results, logs, plain-stream
+cursors, idempotency keys, hashed access tokens, sessions). Writes are committed before
+they are acknowledged or fanned out, so a server killed with ``SIGKILL`` loses nothing it
+reported. ``synchronous=NORMAL`` keeps every commit in the WAL file (safe against a killed
+process; an operating-system crash may lose the last few commits).
+
+Each thread gets its own connection; writers take one process-wide lock so they never wait
+on SQLite's busy handler.
+
+Example::
+
+    store = Store(Path("/tmp/data/runtime.sqlite3"))
+    job = store.create_job(NewJob(...), idempotency=None)
+    store.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+QUEUED = "QUEUED"
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+ACTIVE_STATES: tuple[str, ...] = (QUEUED, RUNNING)
+"""States a job can still leave."""
+FINAL_STATES: tuple[str, ...] = (COMPLETED, FAILED, CANCELLED)
+"""States a job never leaves."""
+
+REASON_RAN_TOO_LONG = "RAN TOO LONG"
+"""Reason of a job cancelled for exceeding its ``cost`` (maximum execution time)."""
+REASON_CANCELLED = "Cancelled by user"
+"""Reason of a job cancelled through the API."""
+REASON_RESTARTED = "server restarted"
+"""Reason of a job that was running when the server died."""
+REASON_STOPPED = "server stopped"
+"""Reason of a job that was running when the server was stopped."""
+
+_TITLE = {
+    QUEUED: "Queued",
+    RUNNING: "Running",
+    COMPLETED: "Completed",
+    FAILED: "Failed",
+    CANCELLED: "Cancelled",
+}
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    num INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    program_id TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    created TEXT NOT NULL,
+    running_ts REAL,
+    finished_ts REAL,
+    created_ts REAL NOT NULL,
+    usage REAL,
+    session_id TEXT,
+    tags TEXT NOT NULL,
+    hub TEXT,
+    grp TEXT,
+    project TEXT,
+    runtime TEXT,
+    cost INTEGER,
+    log_level TEXT,
+    result TEXT,
+    n_interim INTEGER NOT NULL DEFAULT 0,
+    log_size INTEGER NOT NULL DEFAULT 0,
+    log_chunks INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, num);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, num);
+CREATE TABLE IF NOT EXISTS job_tags (job_id TEXT NOT NULL, tag TEXT NOT NULL,
+    PRIMARY KEY (job_id, tag)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_tags_tag ON job_tags(tag);
+CREATE TABLE IF NOT EXISTS interim (job_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    payload TEXT NOT NULL, UNIQUE (job_id, seq));
+CREATE TABLE IF NOT EXISTS logs (job_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    text TEXT NOT NULL, UNIQUE (job_id, seq));
+CREATE TABLE IF NOT EXISTS cursors (job_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    delivered INTEGER NOT NULL, PRIMARY KEY (job_id, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (user_id TEXT NOT NULL, key TEXT NOT NULL,
+    body_hash TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (user_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS access_tokens (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL,
+    created REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL,
+    created REAL NOT NULL, closed REAL) WITHOUT ROWID;
+"""
+
+_JOB_COLUMNS = (
+    "num, id, user_id, program_id, backend, status, reason, created, created_ts, running_ts, "
+    "finished_ts, usage, session_id, tags, hub, grp, project, runtime, cost, log_level, n_interim"
+)
+
+MAX_LOG_BYTES = 16 * 1024 * 1024
+"""Logs kept per job; later output is dropped with a note."""
+IDEMPOTENCY_TTL = 7 * 24 * 3600.0
+"""Seconds an idempotency key is remembered."""
+
+
+def iso_utc(ts: float) -> str:
+    """Format epoch seconds as ISO 8601 UTC with microseconds and ``Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class NewJob:
+    """What ``POST /jobs`` asks for, validated.
+
+    Attributes:
+        id: The new job's id.
+        user_id: The owner.
+        program_id: The program to run.
+        backend: The backend name.
+        params: The inputs as JSON text, exactly as sent.
+        session_id: Session of the job, if any.
+        tags: Job tags.
+        hub: ibm_quantum hub.
+        group: ibm_quantum group.
+        project: ibm_quantum project.
+        runtime: Image, if given.
+        cost: Maximum execution time in seconds, if given.
+        log_level: Log level, if given.
+        start_session: Whether the job starts a session.
+    """
+
+    id: str
+    user_id: str
+    program_id: str
+    backend: str
+    params: str
+    session_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    hub: str | None = None
+    group: str | None = None
+    project: str | None = None
+    runtime: str | None = None
+    cost: int | None = None
+    log_level: str | None = None
+    start_session: bool = False
+
+
+@dataclass
+class JobRecord:
+    """A stored job (without its params, result or logs).
+
+    Attributes:
+        num: Global submission order.
+        id: Job id.
+        user_id: Owner.
+        program_id: Program.
+        backend: Backend name.
+        status: One of the state constants.
+        reason: Why the job is in this state.
+        created: Creation time, ISO 8601 UTC.
+        created_ts: Creation time, epoch seconds.
+        running_ts: When it started running.
+        finished_ts: When it reached a final state.
+        usage: Seconds it ran.
+        session_id: Its session.
+        tags: Its tags.
+        hub: ibm_quantum hub.
+        group: ibm_quantum group.
+        project: ibm_quantum project.
+        runtime: Image.
+        cost: Maximum execution time in seconds.
+        log_level: Log level.
+        n_interim: Number of interim results published.
+    """
+
+    num: int
+    id: str
+    user_id: str
+    program_id: str
+    backend: str
+    status: str
+    reason: str | None
+    created: str
+    created_ts: float
+    running_ts: float | None
+    finished_ts: float | None
+    usage: float | None
+    session_id: str | None
+    tags: list[str]
+    hub: str | None
+    group: str | None
+    project: str | None
+    runtime: str | None
+    cost: int | None
+    log_level: str | None
+    n_interim: int
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> JobRecord:
+        """Build from a row selected with the job columns."""
+        values = list(row)
+        values[13] = json.loads(values[13])
+        return cls(*values)
+
+    @property
+    def final(self) -> bool:
+        """Whether the job is in a final state."""
+        return self.status in FINAL_STATES
+
+    @property
+    def final_seq(self) -> int:
+        """The sequence number of the job's final stream frame."""
+        return self.n_interim + 1
+
+    def to_wire(self, params: str | None, queue_position: int | None = None) -> str:
+        """The job as the JSON text of ``GET /jobs/{id}``.
+
+        Args:
+            params: The params JSON text to embed, or ``None`` to omit the field.
+            queue_position: Position in the queue, for a queued job.
+        """
+        state: dict[str, Any] = {"status": self.status, "reason": self.reason}
+        if queue_position is not None:
+            state["queue_position"] = queue_position
+        body: dict[str, Any] = {
+            "id": self.id,
+            "backend": self.backend,
+            "state": state,
+            "status": _TITLE.get(self.status, self.status),
+            "program": {"id": self.program_id},
+            "created": self.created,
+            "session_id": self.session_id,
+            "tags": self.tags,
+            "hub": self.hub,
+            "group": self.group,
+            "project": self.project,
+            "runtime": self.runtime,
+            "cost": self.cost,
+            "log_level": self.log_level,
+            "interim_results_count": self.n_interim,
+        }
+        if self.running_ts is not None:
+            body["running"] = iso_utc(self.running_ts)
+        if self.finished_ts is not None:
+            body["ended"] = iso_utc(self.finished_ts)
+        text = json.dumps(body, separators=(",", ":"))
+        if params is None:
+            return text
+        return text[:-1] + ',"params":' + params + "}"
+
+    def metrics(self) -> dict[str, Any]:
+        """The job's metrics (``GET /jobs/{id}/metrics``)."""
+        usage = self.usage
+        if usage is None and self.running_ts is not None and not self.final:
+            usage = max(0.0, time.time() - self.running_ts)
+        seconds = usage or 0.0
+        return {
+            "timestamps": {
+                "created": self.created,
+                "running": iso_utc(self.running_ts) if self.running_ts is not None else None,
+                "finished": iso_utc(self.finished_ts) if self.finished_ts is not None else None,
+            },
+            "bss": {"seconds": round(seconds)},
+            "usage": {"seconds": round(seconds, 6), "quantum_seconds": 0},
+            "executions": self.n_interim,
+            "status": self.status,
+        }
+
+
+@dataclass
+class JobFilter:
+    """Filters of ``GET /jobs`` (all optional).
+
+    Attributes:
+        backend: Backend name.
+        pending: ``True``: queued or running; ``False``: final.
+        program: Program id.
+        tags: Tags the job must all carry.
+        session_id: Session.
+        created_after: Earliest creation time, ISO UTC string (inclusive).
+        created_before: Latest creation time, ISO UTC string (inclusive).
+        hgp: ``(hub, group, project)``.
+        ascending: Oldest first instead of newest first.
+    """
+
+    backend: str | None = None
+    pending: bool | None = None
+    program: str | None = None
+    tags: list[str] = field(default_factory=list)
+    session_id: str | None = None
+    created_after: str | None = None
+    created_before: str | None = None
+    hgp: tuple[str, str, str] | None = None
+    ascending: bool = False
+
+
+@dataclass
+class StreamSnapshot:
+    """A consistent view of a job for a stream: its record and frames after a point.
+
+    Attributes:
+        job: The job, or ``None`` if it was deleted.
+        frames: ``(seq, payload)`` of the interim results after the point, in order.
+        result: The final result text, when the job is final and it was asked for.
+    """
+
+    job: JobRecord | None
+    frames: list[tuple[int, str]]
+    result: str | None
+
+
+class Store:
+    """The server's SQLite database.
+
+    Args:
+        path: The database file (created if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        with self.write() as tx:
+            tx.executescript_safe(_SCHEMA)
+            tx.conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection of every thread (call once no thread uses the store)."""
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[_Tx]:
+        """A write transaction (``BEGIN IMMEDIATE``), committed on success."""
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent snapshot."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    # -- startup -----------------------------------------------------------------------------
+
+    def recover(self, now: float) -> tuple[list[str], list[str]]:
+        """Repair the state a previous server left behind.
+
+        Jobs that were running are failed with reason ``server restarted``; queued jobs
+        stay queued (they never started, so running them now is safe).
+
+        Returns:
+            ``(failed job ids, queued job ids in submission order)``.
+        """
+        with self.write() as tx:
+            failed = [
+                row[0]
+                for row in tx.conn.execute(
+                    "SELECT id FROM jobs WHERE status = ? ORDER BY num", (RUNNING,)
+                )
+            ]
+            for job_id in failed:
+                tx.finish(
+                    job_id,
+                    FAILED,
+                    REASON_RESTARTED,
+                    "The server stopped while this job was running (server restarted); "
+                    "the job did not finish.\n",
+                    now,
+                    from_states=(RUNNING,),
+                )
+            queued = [
+                row[0]
+                for row in tx.conn.execute(
+                    "SELECT id FROM jobs WHERE status = ? ORDER BY num", (QUEUED,)
+                )
+            ]
+            tx.conn.execute("DELETE FROM idempotency WHERE created < ?", (now - IDEMPOTENCY_TTL,))
+        return failed, queued
+
+    # -- users and tokens --------------------------------------------------------------------
+
+    def add_access_token(self, token_hash: str, user_id: str, now: float) -> None:
+        """Remember an access token (by its hash) for ``user_id``."""
+        with self.write() as tx:
+            tx.conn.execute(
+                "INSERT OR REPLACE INTO access_tokens(token_hash, user_id, created) "
+                "VALUES (?, ?, ?)",
+                (token_hash, user_id, now),
+            )
+
+    def access_token_user(self, token_hash: str) -> str | None:
+        """The user of an access token (by its hash), or ``None``."""
+        row = (
+            self._conn()
+            .execute("SELECT user_id FROM access_tokens WHERE token_hash = ?", (token_hash,))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def create_job(
+        self, job: NewJob, now: float, idempotency: tuple[str, str] | None
+    ) -> tuple[str, bool]:
+        """Insert a queued job, or find the job an idempotency key already created.
+
+        Args:
+            job: The job.
+            now: Creation time, epoch seconds.
+            idempotency: ``(key, body hash)``, when the request carried a key.
+
+        Returns:
+            ``(response text, created)``; ``created`` is false for a replay.
+
+        Raises:
+            IdempotencyConflict: The key was used with a different body.
+        """
+        response = json.dumps({"id": job.id, "backend": job.backend})
+        with self.write() as tx:
+            if idempotency is not None:
+                key, body_hash = idempotency
+                row = tx.conn.execute(
+                    "SELECT body_hash, response FROM idempotency WHERE user_id = ? AND key = ?",
+                    (job.user_id, key),
+                ).fetchone()
+                if row is not None:
+                    if row[0] != body_hash:
+                        raise IdempotencyConflict(key)
+                    return str(row[1]), False
+                tx.conn.execute(
+                    "INSERT INTO idempotency(user_id, key, body_hash, response, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (job.user_id, key, body_hash, response, now),
+                )
+            tx.conn.execute(
+                "INSERT INTO jobs(id, user_id, program_id, backend, params, status, created, "
+                "created_ts, session_id, tags, hub, grp, project, runtime, cost, log_level) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.user_id,
+                    job.program_id,
+                    job.backend,
+                    job.params,
+                    QUEUED,
+                    iso_utc(now),
+                    now,
+                    job.session_id,
+                    json.dumps(job.tags),
+                    job.hub,
+                    job.group,
+                    job.project,
+                    job.runtime,
+                    job.cost,
+                    job.log_level,
+                ),
+            )
+            tx.conn.executemany(
+                "INSERT OR IGNORE INTO job_tags(job_id, tag) VALUES (?, ?)",
+                [(job.id, tag) for tag in job.tags],
+            )
+            if job.start_session and job.session_id:
+                tx.conn.execute(
+                    "INSERT OR IGNORE INTO sessions(id, user_id, created) VALUES (?, ?, ?)",
+                    (job.session_id, job.user_id, now),
+                )
+        return response, True
+
+    def get_job(self, job_id: str, user_id: str | None = None) -> JobRecord | None:
+        """A job by id (only if owned by ``user_id`` when given)."""
+        return _get_job(self._conn(), job_id, user_id)
+
+    def get_params(self, job_id: str) -> str | None:
+        """The params JSON text of a job."""
+        row = self._conn().execute("SELECT params FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def get_result(self, job_id: str) -> str | None:
+        """The stored result text of a job (final result, traceback or reason)."""
+        row = self._conn().execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def queue_position(self, job: JobRecord) -> int:
+        """1-based position of a queued job in the (global, first-in first-out) queue."""
+        row = (
+            self._conn()
+            .execute("SELECT COUNT(*) FROM jobs WHERE status = ? AND num <= ?", (QUEUED, job.num))
+            .fetchone()
+        )
+        return int(row[0])
+
+    def queue_length(self) -> int:
+        """Number of queued jobs."""
+        row = self._conn().execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (QUEUED,))
+        return int(row.fetchone()[0])
+
+    def list_jobs(
+        self, user_id: str, flt: JobFilter, limit: int, offset: int, with_params: bool
+    ) -> tuple[list[tuple[JobRecord, str | None]], int]:
+        """One page of a user's jobs and the total matching the filters.
+
+        Returns:
+            ``([(job, params text or None), ...], count)``.
+        """
+        where = ["user_id = ?"]
+        args: list[Any] = [user_id]
+        if flt.backend is not None:
+            where.append("backend = ?")
+            args.append(flt.backend)
+        if flt.pending is not None:
+            states = ACTIVE_STATES if flt.pending else FINAL_STATES
+            where.append(f"status IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if flt.program is not None:
+            where.append("program_id = ?")
+            args.append(flt.program)
+        if flt.session_id is not None:
+            where.append("session_id = ?")
+            args.append(flt.session_id)
+        if flt.created_after is not None:
+            where.append("created >= ?")
+            args.append(flt.created_after)
+        if flt.created_before is not None:
+            where.append("created <= ?")
+            args.append(flt.created_before)
+        if flt.hgp is not None:
+            where.append("hub = ? AND grp = ? AND project = ?")
+            args.extend(flt.hgp)
+        tags = sorted(set(flt.tags))
+        if tags:
+            where.append(
+                f"(SELECT COUNT(*) FROM job_tags t WHERE t.job_id = jobs.id "
+                f"AND t.tag IN ({','.join('?' * len(tags))})) = ?"
+            )
+            args.extend(tags)
+            args.append(len(tags))
+        clause = " AND ".join(where)
+        order = "ASC" if flt.ascending else "DESC"
+        columns = _JOB_COLUMNS + (", params" if with_params else "")
+        with self.read() as conn:
+            count = int(
+                conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {clause}", args).fetchone()[0]
+            )
+            rows = conn.execute(
+                f"SELECT {columns} FROM jobs WHERE {clause} ORDER BY num {order} LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        page = [
+            (JobRecord.from_row(row[:21]), str(row[21]) if with_params else None) for row in rows
+        ]
+        return page, count
+
+    def mark_running(self, job_id: str, now: float) -> bool:
+        """Move a queued job to running; false if it is no longer queued."""
+        with self.write() as tx:
+            cur = tx.conn.execute(
+                "UPDATE jobs SET status = ?, running_ts = ? WHERE id = ? AND status = ?",
+                (RUNNING, now, job_id, QUEUED),
+            )
+            return cur.rowcount == 1
+
+    def cancel(self, job_id: str, user_id: str, now: float) -> str | None:
+        """Cancel a queued or running job.
+
+        Returns:
+            The state it was in (``QUEUED`` or ``RUNNING``), or ``None`` when it was already
+            final (nothing changed).
+        """
+        with self.write() as tx:
+            job = _get_job(tx.conn, job_id, user_id)
+            if job is None or job.final:
+                return None
+            tx.finish(
+                job_id, CANCELLED, REASON_CANCELLED, "Job was cancelled.\n", now, (job.status,)
+            )
+            return job.status
+
+    def delete_job(self, job_id: str, user_id: str) -> bool:
+        """Delete a job and everything stored for it; false if there is no such job."""
+        with self.write() as tx:
+            cur = tx.conn.execute(
+                "DELETE FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
+            )
+            if cur.rowcount != 1:
+                return False
+            for table in ("job_tags", "interim", "logs", "cursors"):
+                tx.conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+            return True
+
+    def interim_payloads(self, job_id: str) -> list[str]:
+        """Every interim result payload of a job, in order."""
+        rows = self._conn().execute(
+            "SELECT payload FROM interim WHERE job_id = ? ORDER BY seq", (job_id,)
+        )
+        return [str(row[0]) for row in rows]
+
+    def logs(self, job_id: str) -> str:
+        """The job's logs (stdout and stderr, interleaved as written)."""
+        rows = self._conn().execute(
+            "SELECT text FROM logs WHERE job_id = ? ORDER BY seq", (job_id,)
+        )
+        return "".join(str(row[0]) for row in rows)
+
+    def snapshot(self, job_id: str, after: int, with_result: bool) -> StreamSnapshot:
+        """The job and its interim results after ``after``, read in one transaction."""
+        with self.read() as conn:
+            job = _get_job(conn, job_id, None)
+            if job is None:
+                return StreamSnapshot(None, [], None)
+            frames = [
+                (int(row[0]), str(row[1]))
+                for row in conn.execute(
+                    "SELECT seq, payload FROM interim WHERE job_id = ? AND seq > ? ORDER BY seq",
+                    (job_id, after),
+                )
+            ]
+            result = None
+            if with_result and job.final:
+                row = conn.execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                result = "" if row is None or row[0] is None else str(row[0])
+        return StreamSnapshot(job, frames, result)
+
+    def get_cursor(self, job_id: str, user_id: str) -> int:
+        """How far plain-stream connections of ``user_id`` have delivered ``job_id``."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT delivered FROM cursors WHERE job_id = ? AND user_id = ?",
+                (job_id, user_id),
+            )
+            .fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    def advance_cursor(self, job_id: str, user_id: str, delivered: int) -> None:
+        """Record plain-stream delivery up to ``delivered`` (never moves backwards)."""
+        with self.write() as tx:
+            tx.conn.execute(
+                "INSERT INTO cursors(job_id, user_id, delivered) VALUES (?, ?, ?) "
+                "ON CONFLICT(job_id, user_id) DO UPDATE SET "
+                "delivered = MAX(delivered, excluded.delivered)",
+                (job_id, user_id, delivered),
+            )
+
+    def close_session(self, session_id: str, user_id: str, now: float) -> bool:
+        """Close a session; false if it belongs to another user."""
+        with self.write() as tx:
+            row = tx.conn.execute(
+                "SELECT user_id FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is not None and row[0] != user_id:
+                return False
+            tx.conn.execute(
+                "INSERT INTO sessions(id, user_id, created, closed) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET closed = excluded.closed",
+                (session_id, user_id, now, now),
+            )
+            return True
+
+    def running_job_ids(self) -> list[str]:
+        """Ids of the jobs in state ``RUNNING``."""
+        rows = self._conn().execute("SELECT id FROM jobs WHERE status = ?", (RUNNING,))
+        return [str(row[0]) for row in rows]
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key was reused with a different request body."""
+
+
+class _Tx:
+    """Write operations inside one transaction (see :meth:`Store.write`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def executescript_safe(self, script: str) -> None:
+        """Run several ``;``-separated statements inside the current transaction."""
+        for statement in script.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
+
+    def add_interim(self, job_id: str, payload: str) -> int | None:
+        """Append an interim result to a running job; its sequence number, or ``None``."""
+        cur = self.conn.execute(
+            "UPDATE jobs SET n_interim = n_interim + 1 WHERE id = ? AND status = ? "
+            "RETURNING n_interim",
+            (job_id, RUNNING),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        seq = int(row[0])
+        self.conn.execute(
+            "INSERT INTO interim(job_id, seq, payload) VALUES (?, ?, ?)", (job_id, seq, payload)
+        )
+        return seq
+
+    def append_log(self, job_id: str, text: str, any_state: bool = False) -> bool:
+        """Append output to a job's logs (a running job's, unless ``any_state``)."""
+        row = self.conn.execute(
+            "SELECT status, log_size, log_chunks FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None or (row[0] != RUNNING and not any_state):
+            return False
+        size, chunks = int(row[1]), int(row[2])
+        if size >= MAX_LOG_BYTES:
+            return False
+        data = text
+        if size + len(text) > MAX_LOG_BYTES:
+            data = text[: MAX_LOG_BYTES - size] + "\n[runtime-job: log limit reached]\n"
+        self.conn.execute(
+            "INSERT INTO logs(job_id, seq, text) VALUES (?, ?, ?)", (job_id, chunks + 1, data)
+        )
+        self.conn.execute(
+            "UPDATE jobs SET log_size = ?, log_chunks = ? WHERE id = ?",
+            (size + len(data), chunks + 1, job_id),
+        )
+        return True
+
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        reason: str | None,
+        result: str | None,
+        now: float,
+        from_states: Sequence[str] = (RUNNING,),
+    ) -> bool:
+        """Move a job to a final state, if it is in one of ``from_states``."""
+        marks = ",".join("?" * len(from_states))
+        cur = self.conn.execute(
+            f"UPDATE jobs SET status = ?, reason = ?, result = ?, finished_ts = ?, "
+            f"usage = CASE WHEN running_ts IS NULL THEN 0 ELSE MAX(0, ? - running_ts) END "
+            f"WHERE id = ? AND status IN ({marks})",
+            (status, reason, result, now, now, job_id, *from_states),
+        )
+        return cur.rowcount == 1
+
+
+def _get_job(conn: sqlite3.Connection, job_id: str, user_id: str | None) -> JobRecord | None:
+    if user_id is None:
+        row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    else:
+        row = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
+        ).fetchone()
+    return None if row is None else JobRecord.from_row(row)
+
+
+__all__ = [
+    "ACTIVE_STATES",
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "FINAL_STATES",
+    "QUEUED",
+    "REASON_CANCELLED",
+    "REASON_RAN_TOO_LONG",
+    "REASON_RESTARTED",
+    "REASON_STOPPED",
+    "RUNNING",
+    "IdempotencyConflict",
+    "JobFilter",
+    "JobRecord",
+    "NewJob",
+    "Store",
+    "StreamSnapshot",
+    "iso_utc",
+]

@@ -1,0 +1,505 @@
+"""The service: :class:`RuntimeService` (also exported as ``QiskitRuntimeService``).
+
+It submits jobs (``run``), finds them (``job``, ``jobs``), deletes them (``delete_job``) and
+knows the backends. With no account configured it uses the local runtime server.
+
+Example::
+
+    service = RuntimeService(channel="local")
+    job = service.run("hello-world", inputs={"iterations": 3})
+    print(job.result())
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from .api.client import AuthClient, RuntimeClient
+from .api.models import JobListResponse, JobResponse, parse
+from .api.params import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    ClientParameters,
+    ProxyConfiguration,
+)
+from .backend import Backend, IBMRetiredBackend
+from .exceptions import (
+    IBMInputValueError,
+    IBMRuntimeError,
+    QiskitBackendNotFoundError,
+    RequestsApiError,
+    RuntimeJobNotFound,
+    RuntimeProgramNotFound,
+)
+from .job import CallbackErrors, DecoderChoice, ResultCallback, RuntimeJob, _decode_params
+from .options import RuntimeOptions
+
+logger = logging.getLogger(__name__)
+
+QISKIT_IBM_RUNTIME_API_URL = "https://auth.quantum-computing.ibm.com/api"
+"""Default authentication URL of the ``ibm_quantum`` channel."""
+IBM_CLOUD_URL = "https://cloud.ibm.com"
+"""Default URL of the ``ibm_cloud`` channel."""
+
+_RETIRED_PROGRAMS = ("vqe", "qaoa")
+_PAGE_SIZE = 20
+
+
+def _split_instance(instance: str) -> tuple[str, str, str]:
+    parts = instance.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise IBMInputValueError(
+            f"Input instance value {instance} is not in the correct hub/group/project format."
+        )
+    return parts[0], parts[1], parts[2]
+
+
+class RuntimeService:
+    """Entry point to a runtime service: submit, find and delete jobs.
+
+    Settings come from, in order: the arguments, the environment (``QISKIT_IBM_TOKEN``,
+    ``QISKIT_IBM_URL``, ``QISKIT_IBM_CHANNEL``, ``QISKIT_IBM_INSTANCE``), and otherwise the
+    local runtime server (started in the background or joined).
+
+    Args:
+        channel: ``"ibm_quantum"``, ``"ibm_cloud"`` or ``"local"``.
+        token: API token (for ``local``, the server's token).
+        url: Authentication URL (ibm_quantum), cloud URL (ibm_cloud) or server URL (local).
+        instance: ``hub/group/project`` (ibm_quantum) or CRN (ibm_cloud).
+        proxies: Proxy settings (``{"urls": {...}}``), used for every connection.
+        verify: TLS verification: ``True``, ``False`` or a CA bundle path.
+        connect_timeout: Seconds to connect, for every connection.
+        read_timeout: Seconds to wait for data on an open connection.
+        data_dir: Data directory of the local server (``local`` channel without ``url``).
+    """
+
+    def __init__(
+        self,
+        channel: str | None = None,
+        token: str | None = None,
+        url: str | None = None,
+        instance: str | None = None,
+        proxies: ProxyConfiguration | Mapping[str, Any] | None = None,
+        verify: bool | str | None = None,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        data_dir: str | None = None,
+    ) -> None:
+        env = os.environ
+        token = token or env.get("QISKIT_IBM_TOKEN") or None
+        url = url or env.get("QISKIT_IBM_URL") or None
+        channel = channel or env.get("QISKIT_IBM_CHANNEL") or None
+        instance = instance or env.get("QISKIT_IBM_INSTANCE") or None
+        if channel is None:
+            channel = "ibm_quantum" if token else "local"
+            if channel == "local":
+                logger.info("No account configured: using the local runtime server.")
+        common: dict[str, Any] = {
+            "proxies": proxies,
+            "verify": True if verify is None else verify,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+        }
+        if channel == "local":
+            if url is None:
+                from .server import ensure_local_server
+
+                url, token = ensure_local_server(data_dir=data_dir)
+            elif not token:
+                raise IBMInputValueError("A token is required to use a local server by URL.")
+            params = ClientParameters(channel="local", token=token, url=url, **common)
+        elif channel == "ibm_cloud":
+            if not token or not instance:
+                raise IBMInputValueError("The ibm_cloud channel needs a token and an instance.")
+            params = ClientParameters(
+                channel="ibm_cloud", token=token, url=url or IBM_CLOUD_URL, instance=instance,
+                **common,
+            )
+        elif channel == "ibm_quantum":
+            if not token:
+                raise IBMInputValueError("The ibm_quantum channel needs a token.")
+        else:
+            raise IBMInputValueError(
+                f"Invalid channel {channel!r}: use ibm_quantum, ibm_cloud or local."
+            )
+        hgp_names: list[str] = []
+        if channel == "ibm_quantum":
+            params, hgp_names = self._login(token, url or QISKIT_IBM_RUNTIME_API_URL, instance, common)
+        client = RuntimeClient(params)
+        hgps = {hgp: client.list_backends(hgp) for hgp in hgp_names}
+        self._attach(channel, params, client, hgps, instance)
+
+    def _attach(
+        self,
+        channel: str,
+        params: ClientParameters,
+        client: Any,
+        hgps: dict[str, list[str]],
+        instance: str | None = None,
+    ) -> None:
+        self._channel = channel
+        self._client_params = params
+        self._api_client = client
+        self._hgps = hgps
+        self._default_instance = instance
+        if channel == "ibm_quantum" and instance:
+            _split_instance(instance)
+            if instance not in hgps:
+                raise IBMInputValueError(
+                    f"Hub/group/project {instance} could not be found for this account."
+                )
+
+    @classmethod
+    def _with_client(
+        cls,
+        client: Any,
+        params: ClientParameters,
+        channel: str = "local",
+        hgps: dict[str, list[str]] | None = None,
+    ) -> RuntimeService:
+        """A service over an existing client (for tests and embedding)."""
+        service = cls.__new__(cls)
+        service._attach(channel, params, client, dict(hgps or {}))
+        return service
+
+    @staticmethod
+    def _login(
+        token: str, auth_url: str, instance: str | None, common: dict[str, Any]
+    ) -> tuple[ClientParameters, list[str]]:
+        """Log in on the ibm_quantum channel: the runtime parameters and the hgps."""
+        auth_params = ClientParameters(channel="ibm_quantum", token=token, url=auth_url, **common)
+        with AuthClient(auth_params) as auth:
+            auth.version()
+            access_token = auth.login(token)
+            auth_params.token = access_token
+            info = auth.user_info()
+            urls = info["urls"]
+            hgp_names = auth.network(urls["http"])
+        runtime = ClientParameters(
+            channel="ibm_quantum",
+            token=access_token,
+            url=urls["services"]["runtime"],
+            instance=instance,
+            **common,
+        )
+        return runtime, hgp_names
+
+    # --------------------------------------------------------------------------- lifecycle
+
+    @property
+    def channel(self) -> str:
+        """The channel this service uses."""
+        return self._channel
+
+    def close(self) -> None:
+        """Close the service's connections."""
+        self._api_client.close()
+
+    def __enter__(self) -> RuntimeService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}(channel={self._channel!r}, url={self._client_params.url!r})>"
+
+    # ----------------------------------------------------------------------------- backends
+
+    def backends(self, name: str | None = None, instance: str | None = None) -> list[Backend]:
+        """The backends available, optionally only ``name`` or those of ``instance``."""
+        if self._channel == "ibm_quantum":
+            if instance is not None:
+                _split_instance(instance)
+                if instance not in self._hgps:
+                    raise IBMInputValueError(
+                        f"Hub/group/project {instance} could not be found for this account."
+                    )
+                pairs: list[tuple[str | None, str]] = [(instance, n) for n in self._hgps[instance]]
+            else:
+                seen: set[str] = set()
+                pairs = []
+                for hgp, names in self._hgps.items():
+                    for backend_name in names:
+                        if backend_name not in seen:
+                            seen.add(backend_name)
+                            pairs.append((hgp, backend_name))
+        else:
+            pairs = [(None, n) for n in self._api_client.list_backends()]
+        result: list[Backend] = []
+        for hgp, backend_name in pairs:
+            if name is not None and backend_name != name:
+                continue
+            result.append(Backend(backend_name, self._api_client, hgp))
+        return result
+
+    def backend(self, name: str | None = None, instance: str | None = None) -> Backend:
+        """The backend called ``name`` (the first one when ``name`` is ``None``).
+
+        Raises:
+            QiskitBackendNotFoundError: No backend matches.
+        """
+        found = self.backends(name, instance=instance)
+        if not found:
+            raise QiskitBackendNotFoundError("No backend matches the criteria.")
+        return found[0]
+
+    def _get_hgp(self, instance: str | None, backend_name: str | None) -> str:
+        if instance:
+            _split_instance(instance)
+            if instance not in self._hgps:
+                raise IBMInputValueError(
+                    f"Hub/group/project {instance} could not be found for this account."
+                )
+            if backend_name and backend_name not in self._hgps[instance]:
+                raise QiskitBackendNotFoundError(
+                    f"Backend {backend_name} cannot be found in hub/group/project {instance}"
+                )
+            return instance
+        if not backend_name:
+            return next(iter(self._hgps))
+        for hgp, names in self._hgps.items():
+            if backend_name in names:
+                return hgp
+        raise QiskitBackendNotFoundError(
+            f"Backend {backend_name} cannot be found in any hub/group/project for this account."
+        )
+
+    def _backend_or_placeholder(self, name: str, instance: str | None) -> Backend:
+        try:
+            return self.backend(name, instance=instance)
+        except (QiskitBackendNotFoundError, IBMInputValueError):
+            return IBMRetiredBackend.from_name(name)
+
+    # ---------------------------------------------------------------------------------- run
+
+    def run(
+        self,
+        program_id: str,
+        inputs: Mapping[str, Any] | None,
+        options: RuntimeOptions | dict[str, Any] | None = None,
+        callback: ResultCallback | None = None,
+        result_decoder: DecoderChoice | None = None,
+        session_id: str | None = None,
+        start_session: bool | None = False,
+        *,
+        callback_errors: CallbackErrors = "log",
+    ) -> RuntimeJob:
+        """Submit a job running ``program_id`` with ``inputs``.
+
+        Args:
+            program_id: The program to run.
+            inputs: The program's inputs (encoded with the runtime codec).
+            options: :class:`RuntimeOptions` or a dict of them.
+            callback: Stream results to ``callback(job_id, result)``.
+            result_decoder: Decoder class or ``(interim, final)`` pair for the job.
+            session_id: Run the job in this session.
+            start_session: Start a session with this job.
+            callback_errors: What a raising callback does (see ``stream_results``).
+
+        Raises:
+            IBMInputValueError: Invalid options or a retired program.
+            QiskitBackendNotFoundError: The backend does not exist.
+            RuntimeProgramNotFound: The program does not exist.
+            IBMRuntimeError: The submission failed.
+        """
+        if program_id in _RETIRED_PROGRAMS:
+            raise IBMInputValueError(
+                "The vqe and qaoa programs have been retired in the Qiskit Runtime service. "
+                "Please visit https://qiskit.org/ecosystem/ibm-runtime for an introduction on "
+                "Sessions and Primitives, and to access tutorials on how to execute VQE and QAOA "
+                "using Qiskit Runtime Primitives."
+            )
+        opts = RuntimeOptions.from_value(options)
+        opts.validate(channel=self._channel)
+        params = dict(inputs or {})
+        hgp = None
+        if self._channel == "ibm_quantum":
+            hgp = self._get_hgp(opts.instance or self._default_instance, opts.backend)
+        if opts.backend:
+            backend = self.backend(opts.backend, instance=hgp)
+            status = backend.status()
+            if status.operational is True and status.status_msg != "active":
+                warnings.warn(
+                    f"The backend {backend.name} currently has a status of {status.status_msg}.",
+                    stacklevel=2,
+                )
+        try:
+            response = self._api_client.program_run(
+                program_id=program_id,
+                backend_name=opts.backend,
+                params=params,
+                image=opts.image,
+                hgp=hgp,
+                log_level=opts.log_level,
+                session_id=session_id,
+                job_tags=opts.job_tags,
+                max_execution_time=opts.max_execution_time,
+                start_session=bool(start_session),
+                session_time=opts.session_time,
+            )
+        except RequestsApiError as err:
+            if err.status_code == 404:
+                raise RuntimeProgramNotFound(f"Program not found: {err.message}") from None
+            raise IBMRuntimeError(f"Failed to run program: {err}") from None
+        job_id = str(response["id"])
+        backend_name = response.get("backend") or opts.backend
+        job_backend = self._backend_or_placeholder(backend_name, hgp) if backend_name else None
+        job = RuntimeJob(
+            backend=job_backend,
+            api_client=self._api_client,
+            client_params=self._client_params,
+            job_id=job_id,
+            program_id=program_id,
+            service=self,
+            params=params,
+            result_decoder=result_decoder,
+            image=opts.image or "",
+            session_id=session_id or (job_id if start_session else None),
+            tags=opts.job_tags,
+        )
+        if callback is not None:
+            job.stream_results(callback, callback_errors=callback_errors)
+        return job
+
+    # --------------------------------------------------------------------------------- jobs
+
+    def job(self, job_id: str) -> RuntimeJob:
+        """The job with id ``job_id``.
+
+        Raises:
+            RuntimeJobNotFound: No such job (for this user).
+            IBMRuntimeError: The request failed.
+        """
+        try:
+            response = self._api_client.job_get(job_id, exclude_params=True)
+        except RequestsApiError as err:
+            if err.status_code == 404:
+                raise RuntimeJobNotFound(f"Job not found: {err.message}") from None
+            raise IBMRuntimeError(f"Failed to retrieve job: {err}") from None
+        return self._decode_job(response)
+
+    def jobs(
+        self,
+        limit: int | None = 10,
+        skip: int = 0,
+        backend_name: str | None = None,
+        pending: bool | None = None,
+        program_id: str | None = None,
+        instance: str | None = None,
+        job_tags: Sequence[str] | None = None,
+        session_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        descending: bool = True,
+    ) -> list[RuntimeJob]:
+        """Jobs matching the filters, newest first unless ``descending=False``.
+
+        Args:
+            limit: How many jobs at most (``None``: all of them).
+            skip: How many matching jobs to skip first.
+            backend_name: Only jobs on this backend.
+            pending: Only queued/running (``True``) or final (``False``) jobs.
+            program_id: Only jobs of this program.
+            instance: Only jobs of this ``hub/group/project`` (ibm_quantum).
+            job_tags: Only jobs carrying all these tags.
+            session_id: Only jobs of this session.
+            created_after: Only jobs created after this time.
+            created_before: Only jobs created before this time.
+            descending: Newest first (default) or oldest first.
+        """
+        if limit is not None and (isinstance(limit, bool) or limit < 0):
+            raise IBMInputValueError(f"limit must be a non-negative integer or None, not {limit!r}")
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            raise IBMInputValueError(f"skip must be a non-negative integer, not {skip!r}")
+        hub = group = project = None
+        if instance:
+            if self._channel != "ibm_quantum":
+                raise IBMInputValueError(
+                    "The 'instance' keyword is only supported for ``ibm_quantum`` runtime."
+                )
+            hub, group, project = _split_instance(instance)
+        collected: list[dict[str, Any]] = []
+        offset = skip
+        page_limit = limit or _PAGE_SIZE
+        while True:
+            response = parse(
+                JobListResponse,
+                self._api_client.jobs_get(
+                    limit=page_limit,
+                    skip=offset,
+                    backend_name=backend_name,
+                    pending=pending,
+                    program_id=program_id,
+                    hub=hub,
+                    group=group,
+                    project=project,
+                    job_tags=list(job_tags) if job_tags else None,
+                    session_id=session_id,
+                    created_after=created_after,
+                    created_before=created_before,
+                    descending=descending,
+                ),
+                "job list",
+            )
+            page = response.jobs
+            collected.extend(page)
+            if not page or len(collected) >= response.count - skip:
+                break
+            if limit:
+                if len(collected) >= limit:
+                    break
+                page_limit = limit - len(collected)
+            else:
+                page_limit = _PAGE_SIZE
+            offset += len(page)
+        if limit:
+            collected = collected[:limit]
+        return [self._decode_job(raw) for raw in collected]
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete the job ``job_id``.
+
+        Raises:
+            RuntimeJobNotFound: No such job (for this user).
+            IBMRuntimeError: The request failed.
+        """
+        try:
+            self._api_client.job_delete(job_id)
+        except RequestsApiError as err:
+            if err.status_code == 404:
+                raise RuntimeJobNotFound(f"Job not found: {err.message}") from None
+            raise IBMRuntimeError(f"Failed to delete job: {err}") from None
+
+    def _decode_job(self, raw: dict[str, Any]) -> RuntimeJob:
+        job_id = raw.get("id") if isinstance(raw, dict) else None
+        model = parse(JobResponse, raw, "job", str(job_id) if job_id else None)
+        instance = None
+        if self._channel == "ibm_quantum" and model.hub and model.group and model.project:
+            instance = f"{model.hub}/{model.group}/{model.project}"
+        backend = self._backend_or_placeholder(model.backend, instance) if model.backend else None
+        return RuntimeJob(
+            backend=backend,
+            api_client=self._api_client,
+            client_params=self._client_params,
+            service=self,
+            job_id=model.id,
+            program_id=model.program.id if model.program else "",
+            params=_decode_params(model.params),
+            creation_date=model.created,
+            session_id=model.session_id,
+            tags=model.tags,
+            image=model.runtime or "",
+        )
+
+
+QiskitRuntimeService = RuntimeService
+"""The reference's name for :class:`RuntimeService`."""
+
+__all__ = ["QiskitRuntimeService", "RuntimeService"]

@@ -1,0 +1,122 @@
+"""Cancelling: before the socket opens, during the handshake, mid-stream, from a callback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from runtime_job.api.params import ClientParameters
+from runtime_job.api.protocol import StreamEnd, StreamFrame
+from runtime_job.api.stream import StreamHub
+
+from .streamkit import Job, Recorder, WsServer
+
+
+def wait_for(predicate: object, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_cancel_before_the_socket_opens_is_not_lost(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    job = server.add_job("c0", messages=["a", "b"], final=True)
+    rec = Recorder()
+    sub = hub.subscribe(job_id="c0", url=server.url("c0"), params=params, listener=rec)
+    sub.cancel()
+    assert not sub.active and sub.end is StreamEnd.CANCELLED
+    rec.wait()
+    time.sleep(0.2)
+    assert rec.ends == [(StreamEnd.CANCELLED, None)]
+    assert rec.frames == []
+    # Either no connection was made, or it was closed at once.
+    assert job.connections_open == 0
+
+
+def test_cancel_during_the_handshake(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    job = server.add_job("c1", messages=["a"], handshake_delay=0.3)
+    rec = Recorder()
+    sub = hub.subscribe(job_id="c1", url=server.url("c1"), params=params, listener=rec)
+    assert wait_for(lambda: job.attempts)
+    sub.cancel()
+    rec.wait(1)  # on_end does not wait for the handshake
+    assert rec.ends == [(StreamEnd.CANCELLED, None)]
+    # When the handshake completes, the hub closes the socket with 1000 straight away.
+    assert wait_for(lambda: job.client_close_codes == [1000])
+    assert rec.frames == []
+
+
+def test_cancel_mid_stream_closes_the_socket_and_ends_once(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    job: Job = server.add_job("c2", messages=["a", "b"])
+    rec = Recorder()
+    sub = hub.subscribe(job_id="c2", url=server.url("c2"), params=params, listener=rec)
+    assert wait_for(lambda: len(rec.frames) == 2)
+    sub.cancel()
+    sub.cancel()
+    rec.wait()
+    assert wait_for(lambda: job.client_close_codes == [1000], 1.0)
+    assert wait_for(lambda: job.connections_open == 0, 1.0)
+    server.publish("c2", "late")
+    time.sleep(0.2)
+    assert rec.payloads == ["a", "b"]
+    assert rec.ends == [(StreamEnd.CANCELLED, None)]
+    assert len(job.attempts) == 1
+
+
+def test_cancel_from_inside_a_callback(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    server.add_job("c3", messages=[str(i) for i in range(100)])
+    holder: list[object] = []
+
+    def on_frame(frame: StreamFrame) -> None:
+        if frame.payload == "3":
+            holder[0].cancel()  # type: ignore[attr-defined]
+
+    rec = Recorder(on_frame=on_frame)
+    holder.append(hub.subscribe(job_id="c3", url=server.url("c3"), params=params, listener=rec))
+    rec.wait()
+    assert rec.payloads == ["0", "1", "2", "3"]
+    assert rec.ends == [(StreamEnd.CANCELLED, None)]
+
+
+def test_cancel_after_the_end_changes_nothing(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    server.add_job("c4", messages=["a"], final=True)
+    rec = Recorder()
+    sub = hub.subscribe(job_id="c4", url=server.url("c4"), params=params, listener=rec)
+    rec.wait()
+    sub.cancel()
+    time.sleep(0.05)
+    assert rec.ends == [(StreamEnd.COMPLETED, None)]
+
+
+def test_close_ends_every_stream_and_stops_every_thread(
+    server: WsServer, params: ClientParameters
+) -> None:
+    hub = StreamHub(idle_shutdown=5.0)
+    recs = []
+    for i in range(10):
+        server.add_job(f"k{i}", messages=["a"])
+        rec = Recorder()
+        hub.subscribe(job_id=f"k{i}", url=server.url(f"k{i}"), params=params, listener=rec)
+        recs.append(rec)
+    assert wait_for(lambda: all(r.frames for r in recs))
+    start = time.monotonic()
+    hub.close()
+    assert time.monotonic() - start < 1.0
+    assert all(r.ends == [(StreamEnd.CANCELLED, None)] for r in recs)
+    assert not [t for t in threading.enumerate() if t.name.startswith("runtime-job-stream-")]
+    assert wait_for(
+        lambda: all(server.jobs[f"k{i}"].client_close_codes == [1000] for i in range(10))
+    )
+    hub.close()  # twice is fine

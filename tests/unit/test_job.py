@@ -1,0 +1,596 @@
+"""RuntimeJob state logic against a scripted fake client (no network)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from runtime_job import codec
+from runtime_job.api.protocol import StreamEnd
+from runtime_job.backend import Backend, IBMRetiredBackend
+from runtime_job.decoders import LenientResultDecoder, ResultDecoder
+from runtime_job.exceptions import (
+    ApiIBMProtocolError,
+    IBMError,
+    IBMInputValueError,
+    IBMRuntimeError,
+    QiskitBackendNotFoundError,
+    RequestsApiError,
+    ResultDecodingError,
+    RuntimeInvalidStateError,
+    RuntimeJobFailureError,
+    RuntimeJobMaxTimeoutError,
+    RuntimeJobTimeoutError,
+)
+from runtime_job.job import RuntimeJob
+from runtime_job.status import JobStatus
+
+from .fakes import FakeRuntimeClient, StreamingFakeClient, params
+
+
+class FakeService:
+    def __init__(self, known: tuple[str, ...] = ("fake_backend",)) -> None:
+        self.known = known
+
+    def backend(self, name: str) -> Backend:
+        if name not in self.known:
+            raise QiskitBackendNotFoundError("No backend matches the criteria.")
+        return Backend(name)
+
+
+def make_job(client: FakeRuntimeClient, job_id: str = "job-1", **kwargs: Any) -> RuntimeJob:
+    if job_id not in client.jobs:
+        client.add_job(job_id)
+    return RuntimeJob(
+        backend=kwargs.pop("backend", None),
+        api_client=client,
+        client_params=params(),
+        job_id=job_id,
+        program_id=kwargs.pop("program_id", "my-program"),
+        service=kwargs.pop("service", FakeService()),
+        **kwargs,
+    )
+
+
+class DoubleDecoder(ResultDecoder):
+    @classmethod
+    def decode(cls, raw: str | bytes) -> Any:
+        return ("double", super().decode(raw))
+
+
+class UpperDecoder(ResultDecoder):
+    @classmethod
+    def decode(cls, raw: str | bytes) -> Any:
+        return ("upper", super().decode(raw))
+
+
+# ---------------------------------------------------------------------------------- status
+
+
+@pytest.mark.parametrize(
+    ("api", "expected"),
+    [
+        ("QUEUED", JobStatus.QUEUED),
+        ("Running", JobStatus.RUNNING),
+        ("COMPLETED", JobStatus.DONE),
+        ("cancelled", JobStatus.CANCELLED),
+    ],
+)
+def test_status_maps_api_statuses(api: str, expected: JobStatus) -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=[api])
+    assert make_job(client, "j").status() is expected
+
+
+def test_status_is_refetched_until_final_then_frozen() -> None:
+    client = FakeRuntimeClient()
+    job = make_job(client)
+    assert [job.status() for _ in range(5)] == [
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.DONE,
+        JobStatus.DONE,
+        JobStatus.DONE,
+    ]
+    assert client.count("job_get") == 3
+    assert job.done() and not job.running() and not job.cancelled() and job.in_final_state()
+    assert client.count("job_get") == 3
+
+
+def test_failed_job_has_error_message_from_last_traceback() -> None:
+    client = FakeRuntimeClient()
+    raw = "noise\nTraceback (first)\nmore\nTraceback (most recent call last):\nRuntimeError: x"
+    client.add_job("j", statuses=["FAILED"], result=raw)
+    job = make_job(client, "j")
+    assert job.status() is JobStatus.ERROR
+    assert job.error_message() == (
+        "Job j has failed:\nTraceback (most recent call last):\nRuntimeError: x"
+    )
+    assert client.count("job_results") == 1
+    with pytest.raises(RuntimeJobFailureError, match="Unable to retrieve job result. Job j has"):
+        job.result()
+
+
+def test_ran_too_long_is_an_error_with_its_own_message() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["CANCELLED"], reason="Ran too long", result="Kaboom!")
+    job = make_job(client, "j")
+    assert job.status() is JobStatus.ERROR
+    assert job.error_message() == (
+        "Job j ran longer than maximum execution time. Job was cancelled:\nKaboom!"
+    )
+    with pytest.raises(RuntimeJobMaxTimeoutError) as info:
+        job.result()
+    assert str(info.value) == "RAN TOO LONG" and info.value.message == "RAN TOO LONG"
+
+
+def test_failed_job_with_reason_reports_the_reason() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["FAILED"], reason="out of memory", result="tb")
+    with pytest.raises(RuntimeJobFailureError) as info:
+        make_job(client, "j").result()
+    assert str(info.value) == "Unable to retrieve job result. OUT OF MEMORY"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"id": "j", "state": {"status": "WEIRD"}}, "Unknown status: WEIRD"),
+        ({"id": "j", "state": {}}, "Unknown status: None"),
+        ({"id": "j"}, "Unknown status: None"),
+    ],
+)
+def test_unknown_or_missing_status_is_a_clear_error(body: dict[str, Any], message: str) -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j")
+    client.raw_job_override = body
+    with pytest.raises(IBMError) as info:
+        make_job(client, "j").status()
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"state": {"status": "QUEUED"}}, "'id'"), ({"id": "j", "state": [1]}, "'state'")],
+)
+def test_malformed_job_names_job_and_field(body: dict[str, Any], field: str) -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j")
+    client.raw_job_override = body
+    with pytest.raises(ApiIBMProtocolError) as info:
+        make_job(client, "j").status()
+    assert "job j" in str(info.value) and field in str(info.value)
+
+
+# ---------------------------------------------------------------------------------- result
+
+
+def test_result_is_decoded_and_cached() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result=codec.dumps({"a": 1 + 2j}))
+    job = make_job(client, "j")
+    assert job.result() == {"a": 1 + 2j}
+    calls = len(client.calls)
+    assert job.result() == {"a": 1 + 2j}
+    assert len(client.calls) == calls
+
+
+def test_result_with_other_decoder_does_not_overwrite_cache() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result='"foo"')
+    job = make_job(client, "j")
+    assert job.result(decoder=DoubleDecoder) == ("double", "foo")
+    assert job.result() == "foo"
+    assert job.result(decoder=DoubleDecoder) == ("double", "foo")
+    assert job.result() == "foo"
+
+
+def test_result_of_cancelled_job_raises() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["CANCELLED"])
+    with pytest.raises(RuntimeInvalidStateError) as info:
+        make_job(client, "j").result()
+    assert str(info.value) == "Unable to retrieve result for job j. Job was cancelled."
+    assert client.count("job_results") == 0
+
+
+def test_non_json_result_raises_decoding_error_with_job_id() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result="<html>oops</html>")
+    with pytest.raises(ResultDecodingError) as info:
+        make_job(client, "j").result()
+    assert info.value.job_id == "j"
+    assert "j" in str(info.value) and "<html>" in info.value.excerpt
+
+
+def test_lenient_decoder_returns_plain_text() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result="plain words")
+    assert make_job(client, "j", result_decoder=LenientResultDecoder).result() == "plain words"
+
+
+def test_empty_result_is_none_and_not_cached() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result="")
+    job = make_job(client, "j")
+    assert job.result() is None
+    assert job.result() is None
+    assert client.count("job_results") == 2
+
+
+def test_external_result_is_downloaded() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result='{"url": "https://store/x"}')
+    client.external["https://store/x"] = b'{"big": [1, 2]}'
+    assert make_job(client, "j").result() == {"big": [1, 2]}
+    assert ("external_result", "https://store/x") in client.calls
+
+
+@pytest.mark.parametrize("raw", ['"a url here"', '["url"]', "3", "null", '{"no": "url key"}'])
+def test_only_objects_with_url_key_are_external(raw: str) -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result=raw)
+    make_job(client, "j").result()
+    assert client.count("external_result") == 0
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "5", True])
+def test_bad_timeouts_are_refused(timeout: Any) -> None:
+    job = make_job(FakeRuntimeClient())
+    with pytest.raises(IBMInputValueError, match="timeout must be a positive number"):
+        job.result(timeout=timeout)
+    with pytest.raises(IBMInputValueError):
+        job.wait_for_final_state(timeout=timeout)
+
+
+def test_result_times_out_with_builtin_timeout_error() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    job = make_job(client, "j")
+    start = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        job.result(timeout=0.2)
+    elapsed = time.monotonic() - start
+    assert isinstance(info.value, RuntimeJobTimeoutError)
+    assert str(info.value) == "Timed out waiting for job to complete after 0.2 secs."
+    assert 0.2 <= elapsed < 1.0
+    # Adaptive polling: fast at first, then backing off; never a fixed 0.1 s loop.
+    assert 3 <= client.count("job_get") < 20
+
+
+def test_wait_for_final_state_polls_until_final() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["QUEUED", "RUNNING", "RUNNING", "COMPLETED"])
+    job = make_job(client, "j")
+    job.wait_for_final_state(timeout=5)
+    assert job.status() is JobStatus.DONE
+    assert client.count("job_get") == 4
+
+
+# ------------------------------------------------------------------------- interim results
+
+
+def test_interim_results_checks_status_first_and_caches_once_final() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["RUNNING", "COMPLETED"], interim='["a"]')
+    job = make_job(client, "j")
+    assert job.interim_results() == ["a"]
+    assert client.calls[:2] == [("job_get", "j"), ("job_interim_results", "j")]
+    client.jobs["j"].interim = '["a", "b"]'
+    assert job.interim_results() == ["a", "b"]
+    client.jobs["j"].interim = '["changed"]'
+    assert job.interim_results(decoder=DoubleDecoder) == ["a", "b"]
+    assert client.count("job_interim_results") == 2
+
+
+# ------------------------------------------------------------------------------ cancelling
+
+
+def test_cancel_records_server_status() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    job = make_job(client, "j")
+    assert job.status() is JobStatus.RUNNING
+    job.cancel()
+    assert job.cancelled()
+    assert client.calls[-2:] == [("job_cancel", "j"), ("job_get", "j")]
+
+
+def test_cancel_conflict_refreshes_and_raises() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], cancel_error=409)
+    job = make_job(client, "j")
+    with pytest.raises(RuntimeInvalidStateError, match="^Job cannot be cancelled: 409"):
+        job.cancel()
+    assert job.status() is JobStatus.DONE
+
+
+def test_cancel_failure_is_runtime_error() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", cancel_error=500)
+    with pytest.raises(IBMRuntimeError, match="^Failed to cancel job: 500"):
+        make_job(client, "j").cancel()
+
+
+# ------------------------------------------------------------------------ logs and metrics
+
+
+def test_logs_warn_before_final(caplog: pytest.LogCaptureFixture) -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    with caplog.at_level(logging.WARNING, logger="runtime_job.job"):
+        assert make_job(client, "j").logs() == "log line\n"
+    assert "Job logs are only available after the job finishes." in caplog.messages
+
+
+def test_logs_404_is_empty_and_other_errors_wrap() -> None:
+    class Failing(FakeRuntimeClient):
+        status = 404
+
+        def job_logs(self, job_id: str) -> str:
+            raise RequestsApiError("boom", self.status)
+
+    client = Failing()
+    client.add_job("j", statuses=["COMPLETED"])
+    job = make_job(client, "j")
+    assert job.logs() == ""
+    client.status = 500
+    with pytest.raises(IBMRuntimeError, match="^Failed to get job logs: boom"):
+        job.logs()
+
+
+def test_metrics_parse_and_errors() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", metrics='{"usage": {"seconds": 1}}')
+    job = make_job(client, "j")
+    assert job.metrics() == {"usage": {"seconds": 1}}
+    client.jobs["j"].metrics = "<html>"
+    with pytest.raises(IBMRuntimeError, match="malformed JSON"):
+        job.metrics()
+    client.jobs["j"].metrics = "[1]"
+    with pytest.raises(IBMRuntimeError, match="expected a JSON object"):
+        job.metrics()
+
+
+# ---------------------------------------------------------------------------- properties
+
+
+def test_lazy_properties_fetch_once() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", params={"x": {"__type__": "complex", "__value__": [1, 2]}}, session_id="s")
+    job = make_job(client, "j")
+    assert job.inputs == {"x": 1 + 2j}
+    assert job.session_id == "s"
+    created = job.creation_date
+    assert isinstance(created, datetime) and created.tzinfo is not None
+    assert created.utcoffset() is not None
+    assert created.astimezone().isoformat() == created.isoformat()
+    assert created.timestamp() == datetime.fromisoformat("2023-06-20T12:00:25+00:00").timestamp()
+    fetched = client.count("job_get")
+    assert job.inputs == {"x": 1 + 2j}
+    assert job.session_id == "s"
+    assert client.count("job_get") == fetched
+
+
+def test_known_inputs_need_no_request() -> None:
+    client = FakeRuntimeClient()
+    job = make_job(client, params={"a": 1}, image="img:1", tags=["t"])
+    assert job.inputs == {"a": 1} and job.image == "img:1" and job.tags == ["t"]
+    assert job.program_id == "my-program" and job.job_id() == "job-1"
+    assert client.calls == []
+
+
+def test_backend_lookup_and_placeholder() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", backend="fake_backend")
+    client.add_job("k", backend="gone")
+    assert make_job(client, "j").backend() == Backend("fake_backend")
+    retired = make_job(client, "k").backend()
+    assert isinstance(retired, IBMRetiredBackend) and retired.name == "gone"
+    client.add_job("n", backend=None)
+    assert make_job(client, "n").backend() is None
+
+
+def test_backend_failure_wraps() -> None:
+    client = FakeRuntimeClient()
+    job = make_job(client, "missing-job")
+    del client.jobs["missing-job"]
+    with pytest.raises(IBMRuntimeError, match="^Failed to get job backend"):
+        job.backend()
+
+
+def test_submit_and_repr() -> None:
+    job = make_job(FakeRuntimeClient())
+    with pytest.raises(NotImplementedError, match=r"Please use QiskitRuntimeService.run\(\)"):
+        job.submit()
+    assert repr(job) == "<RuntimeJob('job-1', 'my-program')>"
+
+
+def test_decoder_pair_is_split_into_interim_and_final() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result='"r"', interim='["i"]')
+    job = make_job(client, "j", result_decoder=(DoubleDecoder, UpperDecoder))
+    assert job.result() == ("upper", "r")
+    assert job.interim_results() == ("double", ["i"])
+    with pytest.raises(ValueError):
+        make_job(client, "j", result_decoder=(DoubleDecoder,))
+
+
+# ------------------------------------------------------------------------------ streaming
+
+
+def collect() -> tuple[list[tuple[str, Any]], Any]:
+    seen: list[tuple[str, Any]] = []
+
+    def callback(job_id: str, result: Any) -> None:
+        seen.append((job_id, result))
+
+    return seen, callback
+
+
+def test_stream_results_decodes_interim_and_final_with_their_decoders() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    job = make_job(client, "j", result_decoder=(DoubleDecoder, UpperDecoder))
+    seen, callback = collect()
+    job.stream_results(callback)
+    sub = client.subscriptions[0]
+    sub.push('{"i": 1}', seq=1)
+    sub.push('{"i": 2}', seq=2)
+    sub.push('"done"', seq=3, final=True, status="COMPLETED")
+    sub.end()
+    assert seen == [
+        ("j", ("double", {"i": 1})),
+        ("j", ("double", {"i": 2})),
+        ("j", ("upper", "done")),
+    ]
+    assert job.status() is JobStatus.DONE
+    assert job.result() == ("upper", "done")
+    assert client.count("job_results") == 0
+
+
+def test_stream_results_refreshes_status_first() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["COMPLETED"])
+    job = make_job(client, "j")
+    with pytest.raises(RuntimeInvalidStateError, match=r"^Job already finished\.$"):
+        job.stream_results(print)
+    assert client.count("open_stream") == 0
+
+
+def test_second_stream_is_refused_until_the_first_ends() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    job = make_job(client, "j")
+    job.stream_results(print)
+    with pytest.raises(RuntimeInvalidStateError, match="already streaming results"):
+        job.stream_results(print)
+    job.cancel_result_streaming()
+    assert client.subscriptions[0].cancelled
+    job.stream_results(print)
+    assert client.count("open_stream") == 2
+
+
+def test_constructor_callback_starts_streaming() -> None:
+    client = StreamingFakeClient()
+    seen, callback = collect()
+    make_job(client, user_callback=callback)
+    client.subscriptions[0].push('"hi"')
+    assert seen == [("job-1", "hi")]
+
+
+def test_raising_callback_is_logged_and_streaming_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    seen: list[Any] = []
+
+    def callback(job_id: str, result: Any) -> None:
+        seen.append(result)
+        if result == 1:
+            raise ValueError("bad callback")
+
+    job = make_job(client, "j")
+    job.stream_results(callback)
+    with caplog.at_level(logging.WARNING, logger="runtime_job.job"):
+        for i in (1, 2):
+            client.subscriptions[0].push(str(i))
+        client.subscriptions[0].push("not json")
+    assert seen == [1, 2]
+    assert len(caplog.records) == 2
+    assert all("job j" in r.getMessage() for r in caplog.records)
+
+
+def test_callback_errors_can_surface_from_result() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING", "COMPLETED"])
+
+    def callback(job_id: str, result: Any) -> None:
+        raise ValueError("bad callback")
+
+    job = make_job(client, "j")
+    job.stream_results(callback, callback_errors="raise")
+    client.subscriptions[0].push("1")
+    assert client.subscriptions[0].cancelled
+    with pytest.raises(IBMRuntimeError, match="bad callback") as info:
+        job.result(timeout=5)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_wait_learns_completion_from_the_stream() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"], result='"from rest"')
+    job = make_job(client, "j")
+
+    def finish() -> None:
+        while not client.subscriptions:
+            time.sleep(0.001)
+        client.subscriptions[0].push('"from stream"', seq=1, final=True, status="COMPLETED")
+        client.subscriptions[0].end()
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    start = time.monotonic()
+    assert job.result(timeout=5) == "from stream"
+    assert time.monotonic() - start < 1
+    thread.join()
+    assert client.count("job_results") == 0
+    assert client.count("job_get") == 1
+
+
+def test_wait_uses_the_open_callback_stream_and_no_second_socket() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"], result='"r"')
+    job = make_job(client, "j")
+    job.stream_results(print)
+
+    def finish() -> None:
+        time.sleep(0.05)
+        client.jobs["j"].statuses = ["FAILED"]
+        client.subscriptions[0].push("", seq=1, final=True, status="FAILED")
+        client.subscriptions[0].end()
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    with pytest.raises(RuntimeJobFailureError):
+        job.result(timeout=5)
+    thread.join()
+    assert client.count("open_stream") == 1
+
+
+def test_failed_stream_falls_back_to_polling() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING", "RUNNING", "RUNNING", "COMPLETED"])
+    job = make_job(client, "j")
+
+    def fail() -> None:
+        while not client.subscriptions:
+            time.sleep(0.001)
+        client.subscriptions[0].end(StreamEnd.FAILED, RuntimeError("gone"))
+
+    thread = threading.Thread(target=fail)
+    thread.start()
+    assert job.result(timeout=5) == "foo"
+    thread.join()
+
+
+def test_wait_cancels_the_stream_it_opened_on_timeout() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    job = make_job(client, "j")
+    with pytest.raises(RuntimeJobTimeoutError):
+        job.wait_for_final_state(timeout=0.05)
+    assert client.subscriptions[0].cancelled
+
+
+def test_client_without_streaming_gives_clear_error() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    with pytest.raises(IBMRuntimeError, match="does not support streaming"):
+        make_job(client, "j").stream_results(print)

@@ -1,0 +1,266 @@
+"""RuntimeService run/job/jobs/delete_job against a scripted fake client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runtime_job import QiskitRuntimeService, RuntimeJob, RuntimeOptions, RuntimeService
+from runtime_job.api.params import ClientParameters
+from runtime_job.backend import IBMRetiredBackend
+from runtime_job.exceptions import (
+    IBMInputValueError,
+    IBMRuntimeError,
+    QiskitBackendNotFoundError,
+    RequestsApiError,
+    RuntimeJobNotFound,
+    RuntimeProgramNotFound,
+)
+from runtime_job.status import JobStatus
+
+from .fakes import FakeRuntimeClient
+
+HGPS = {
+    "hub0/group0/project0": ["common_backend", "unique_backend_0"],
+    "hub1/group1/project1": ["common_backend", "unique_backend_1"],
+}
+
+
+def quantum(client: FakeRuntimeClient | None = None) -> RuntimeService:
+    client = client or FakeRuntimeClient(backends=("common_backend",))
+    params = ClientParameters(channel="ibm_quantum", token="t", url="https://127.0.0.1:1")
+    return RuntimeService._with_client(client, params, channel="ibm_quantum", hgps=HGPS)
+
+
+def cloud(client: FakeRuntimeClient | None = None) -> RuntimeService:
+    client = client or FakeRuntimeClient(backends=("common_backend", "unique_backend_0"))
+    params = ClientParameters(channel="ibm_cloud", token="t", url="https://c", instance="crn:x")
+    return RuntimeService._with_client(client, params, channel="ibm_cloud")
+
+
+SERVICES = [pytest.param(quantum, id="quantum"), pytest.param(cloud, id="cloud")]
+
+
+def run(service: RuntimeService, **opts: Any) -> RuntimeJob:
+    options = {"backend": "common_backend", **opts}
+    return service.run("my-program", inputs={"a": 1, "b": [1.5, "x"]}, options=options)
+
+
+def test_alias() -> None:
+    assert QiskitRuntimeService is RuntimeService
+
+
+@pytest.mark.parametrize("make", SERVICES)
+def test_run_returns_a_job(make: Any) -> None:
+    service = make()
+    job = run(service)
+    assert isinstance(job, RuntimeJob) and job.job_id()
+    assert isinstance(job.status(), JobStatus)
+    assert job.inputs == {"a": 1, "b": [1.5, "x"]}
+    assert job.program_id == "my-program"
+    job.wait_for_final_state(timeout=5)
+    assert job.status() is JobStatus.DONE and job.result() == "foo"
+
+
+@pytest.mark.parametrize("make", SERVICES)
+def test_unknown_program_and_backend(make: Any) -> None:
+    service = make()
+    with pytest.raises(RuntimeProgramNotFound, match="^Program not found: 404"):
+        service.run("nope", inputs={}, options={"backend": "common_backend"})
+    with pytest.raises(QiskitBackendNotFoundError):
+        service.run("my-program", inputs={}, options={"backend": "no_such_backend"})
+
+
+def test_quantum_requires_backend_cloud_does_not() -> None:
+    with pytest.raises(IBMInputValueError, match='"backend" is required field'):
+        quantum().run("my-program", inputs={}, options={"backend": ""})
+    job = cloud().run("my-program", inputs={}, options={})
+    backend = job.backend()
+    assert backend is not None and backend.name == "common_backend"
+
+
+def test_quantum_backend_instances() -> None:
+    service = quantum(FakeRuntimeClient(backends=("common_backend", "unique_backend_1")))
+    job = run(service)
+    backend = job.backend()
+    assert backend is not None and backend._instance == "hub0/group0/project0"
+    job = run(service, backend="unique_backend_1")
+    backend = job.backend()
+    assert backend is not None and backend._instance == "hub1/group1/project1"
+    job = run(service, instance="hub1/group1/project1")
+    backend = job.backend()
+    assert backend is not None and backend._instance == "hub1/group1/project1"
+    with pytest.raises(QiskitBackendNotFoundError):
+        run(service, backend="unique_backend_0", instance="hub1/group1/project1")
+    with pytest.raises(IBMInputValueError, match="could not be found"):
+        run(service, instance="h/g/p")
+    with pytest.raises(IBMInputValueError, match="hub/group/project format"):
+        run(service, instance="foo")
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        ({"image": "bad image"}, '"image" needs to be in form of image_name:tag'),
+        ({"log_level": "LOUD"}, "LOUD is not a valid log level"),
+        ({"job_tags": "tag"}, "job_tags needs to be a list of strings."),
+        ({"job_tags": [1]}, "job_tags needs to be a list of strings."),
+    ],
+)
+def test_option_validation_messages(opts: dict[str, Any], message: str) -> None:
+    with pytest.raises(IBMInputValueError, match="^" + message.replace("(", r"\(")):
+        run(cloud(), **opts)
+
+
+def test_instance_is_quantum_only_and_unknown_options_fail() -> None:
+    with pytest.raises(IBMInputValueError, match='"instance" is only supported'):
+        run(cloud(), instance="h/g/p")
+    with pytest.raises(TypeError, match="unexpected option"):
+        run(cloud(), colour="blue")
+
+
+def test_retired_programs() -> None:
+    with pytest.raises(IBMInputValueError, match="have been retired"):
+        cloud().run("vqe", inputs={})
+
+
+@pytest.mark.parametrize("make", SERVICES)
+def test_run_passes_options_and_keeps_them_on_the_job(make: Any) -> None:
+    client = FakeRuntimeClient(backends=("common_backend",))
+    service = make(client)
+    options = RuntimeOptions(
+        backend="common_backend", image="name:tag", log_level="DEBUG", job_tags=["t1"],
+        max_execution_time=30,
+    )
+    job = service.run("my-program", inputs={"x": 1}, options=options, session_id="s1")
+    sent = client.runs[-1]
+    assert sent["log_level"] == "DEBUG" and sent["image"] == "name:tag"
+    assert sent["job_tags"] == ["t1"] and sent["max_execution_time"] == 30
+    assert sent["session_id"] == "s1"
+    assert job.image == "name:tag" and job.tags == ["t1"] and job.session_id == "s1"
+    first = service.run("my-program", inputs={}, options={"backend": "common_backend"},
+                        start_session=True)
+    assert client.runs[-1]["start_session"] is True
+    assert first.session_id == first.job_id()
+
+
+def test_run_failure_other_than_404() -> None:
+    class Broken(FakeRuntimeClient):
+        def program_run(self, *args: Any, **kwargs: Any) -> Any:
+            raise RequestsApiError("500 Server Error", 500)
+
+    with pytest.raises(IBMRuntimeError, match="^Failed to run program: 500 Server Error$"):
+        run(cloud(Broken(backends=("common_backend",))))
+
+
+@pytest.mark.parametrize("make", SERVICES)
+def test_job_retrieval_and_delete(make: Any) -> None:
+    service = make()
+    job = run(service)
+    again = service.job(job.job_id())
+    assert again.job_id() == job.job_id() and again.program_id == "my-program"
+    assert again.status() is JobStatus.QUEUED
+    service.delete_job(job.job_id())
+    with pytest.raises(RuntimeJobNotFound, match="^Job not found: "):
+        service.job(job.job_id())
+    with pytest.raises(RuntimeJobNotFound):
+        service.delete_job(job.job_id())
+
+
+def test_job_retrieval_other_error_says_retrieve() -> None:
+    class Broken(FakeRuntimeClient):
+        def job_get(self, job_id: str, exclude_params: bool | None = None) -> Any:
+            raise RequestsApiError("503 Server Error", 503)
+
+    with pytest.raises(IBMRuntimeError, match="^Failed to retrieve job: 503"):
+        cloud(Broken()).job("x")
+
+
+def test_retrieved_job_with_unknown_backend_gets_placeholder() -> None:
+    client = FakeRuntimeClient(backends=("common_backend",))
+    client.add_job("old", backend="retired_one")
+    backend = cloud(client).job("old").backend()
+    assert isinstance(backend, IBMRetiredBackend) and backend.name == "retired_one"
+
+
+def many(count: int, **kwargs: Any) -> FakeRuntimeClient:
+    client = FakeRuntimeClient(backends=("common_backend",))
+    for _ in range(count):
+        client.add_job(**kwargs)
+    return client
+
+
+@pytest.mark.parametrize("make", SERVICES)
+def test_jobs_paging(make: Any) -> None:
+    client = many(25)
+    service = make(client)
+    assert len(service.jobs(limit=None)) == 25
+    assert client.calls[-2:] == [("jobs_get", (20, 0)), ("jobs_get", (20, 20))]
+    assert len(service.jobs(limit=21)) == 21
+    assert len(service.jobs(limit=30)) == 25
+    assert len(service.jobs()) == 10
+    assert len(make(many(5)).jobs(skip=4)) == 1
+    assert len(make(many(10)).jobs(skip=4, limit=2)) == 2
+
+
+def test_jobs_skip_past_the_end_terminates() -> None:
+    client = many(3)
+    assert cloud(client).jobs(skip=10) == []
+    assert client.count("jobs_get") == 1
+
+
+def test_jobs_terminates_when_server_pages_run_dry() -> None:
+    class Lying(FakeRuntimeClient):
+        def jobs_get(self, limit: int | None = None, skip: int | None = None, **kw: Any) -> Any:
+            self.calls.append(("jobs_get", (limit, skip)))
+            if skip:
+                return {"jobs": [], "count": 100}
+            return {"jobs": [j.to_dict() for j in self.jobs.values()], "count": 100}
+
+    client = Lying()
+    for _ in range(3):
+        client.add_job()
+    assert len(cloud(client).jobs(limit=None)) == 3
+    assert client.count("jobs_get") == 2
+
+
+def test_jobs_pending_filters() -> None:
+    client = FakeRuntimeClient(backends=("common_backend",))
+    for status, count in [("RUNNING", 3), ("COMPLETED", 4), ("QUEUED", 2), ("FAILED", 3),
+                          ("CANCELLED", 2)]:
+        for _ in range(count):
+            client.add_job(statuses=[status])
+    service = quantum(client)
+    assert len(service.jobs(pending=True)) == 5
+    assert len(service.jobs(limit=4, pending=True)) == 4
+    assert len(service.jobs(skip=4, pending=True)) == 1
+    assert len(service.jobs(limit=2, skip=3, pending=True)) == 2
+    assert len(service.jobs(pending=False)) == 9
+    assert len(service.jobs(limit=6, pending=False)) == 6
+    assert len(service.jobs(skip=4, pending=False)) == 5
+    assert len(service.jobs(limit=6, skip=2, pending=False)) == 6
+
+
+def test_jobs_by_program_and_order() -> None:
+    client = many(3)
+    client.add_job(program_id="other")
+    service = quantum(client)
+    found = service.jobs(program_id="other")
+    assert [j.program_id for j in found] == ["other"]
+    down = [j.job_id() for j in service.jobs(limit=None)]
+    up = [j.job_id() for j in service.jobs(limit=None, descending=False)]
+    assert up == list(reversed(down))
+
+
+def test_jobs_instance_rules() -> None:
+    with pytest.raises(IBMInputValueError, match="only supported for ``ibm_quantum``"):
+        cloud().jobs(instance="h/g/p")
+    with pytest.raises(IBMInputValueError):
+        quantum().jobs(instance="foo")
+
+
+@pytest.mark.parametrize(("limit", "skip"), [(-1, 0), (5, -2), (5, "1")])
+def test_jobs_bad_paging_arguments(limit: Any, skip: Any) -> None:
+    with pytest.raises(IBMInputValueError):
+        cloud().jobs(limit=limit, skip=skip)

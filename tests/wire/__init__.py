@@ -1,0 +1,1 @@
+"""Wire tests: the HTTP layer against mocked and real loopback servers."""
