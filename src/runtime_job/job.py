@@ -68,6 +68,8 @@ DecoderChoice = type[ResultDecoder] | tuple[type[ResultDecoder], type[ResultDeco
 
 _SAFETY_POLL_SECONDS = 10.0
 """While a stream is open, the status is still asked this often, in case the stream is mute."""
+_STREAM_DRAIN_SECONDS = 10.0
+"""After the job is final, how long a callback stream may take to deliver its last messages."""
 _EXTERNAL_REF_MAX_CHARS = 64 * 1024
 """A result text longer than this is a result, never a ``{"url": ...}`` reference."""
 
@@ -86,7 +88,7 @@ class _JobStream:
         callback_errors: CallbackErrors,
     ) -> None:
         self._job = job
-        self._callback = callback
+        self.callback = callback
         self._decoder = decoder
         self._callback_errors = callback_errors
         self.subscription: StreamSubscription | None = None
@@ -95,9 +97,9 @@ class _JobStream:
     def on_frame(self, frame: StreamFrame) -> None:
         job = self._job
         if frame.final:
-            job._on_final_frame(frame, self._callback, self._callback_errors)
+            job._on_final_frame(frame, self.callback, self._callback_errors)
             return
-        if self._callback is None:
+        if self.callback is None:
             return
         decoder = self._decoder or job._interim_result_decoder
         try:
@@ -106,7 +108,7 @@ class _JobStream:
         except Exception as err:  # a bad message must not stop the stream
             job._callback_failed(err, self._callback_errors, "decoding an interim result")
             return
-        job._call_callback(self._callback, value, self._callback_errors)
+        job._call_callback(self.callback, value, self._callback_errors)
 
     def on_end(self, end: StreamEnd, error: BaseException | None) -> None:
         self._job._on_stream_end(self, end, error)
@@ -427,19 +429,30 @@ class RuntimeJob:
         """
         _check_timeout(timeout)
         deadline = Deadline(timeout)
-        if self._status in JOB_FINAL_STATES:
+        if self._status not in JOB_FINAL_STATES:
+            self._refresh_status()
+        if self._status not in JOB_FINAL_STATES:
+            opened: _JobStream | None = None
+            if not self._is_streaming() and isinstance(self._api_client, StreamingApi):
+                opened = self._start_stream(None, None, "log")
+            try:
+                self._wait(deadline, timeout)
+            finally:
+                if opened is not None and opened.subscription is not None:
+                    opened.subscription.cancel()
+        self._drain_callback_stream(deadline)
+
+    def _drain_callback_stream(self, deadline: Deadline) -> None:
+        """Let an open callback stream deliver its last messages before returning.
+
+        The server closes a job's stream right after the final message, so this is short;
+        it is bounded by the caller's deadline and by a grace period.
+        """
+        stream = self._stream
+        if stream is None or stream.callback is None or not stream.active:
             return
-        self._refresh_status()
-        if self._status in JOB_FINAL_STATES:
-            return
-        opened: _JobStream | None = None
-        if not self._is_streaming() and isinstance(self._api_client, StreamingApi):
-            opened = self._start_stream(None, None, "log")
-        try:
-            self._wait(deadline, timeout)
-        finally:
-            if opened is not None and opened.subscription is not None:
-                opened.subscription.cancel()
+        if not stream.ended.wait(deadline.cap(_STREAM_DRAIN_SECONDS)):
+            logger.debug("The stream of job %s is still open after the job ended.", self._job_id)
 
     def _wait(self, deadline: Deadline, timeout: float | None) -> None:
         intervals = self.poll_policy.intervals()

@@ -365,7 +365,9 @@ class RuntimeService:
             tags=opts.job_tags,
         )
         if callback is not None:
-            job.stream_results(callback, callback_errors=callback_errors)
+            # Like the reference's constructor callback: stream at once, without asking the
+            # status first (a quick job may already be final, and its stream replays it all).
+            job._start_stream(callback, None, callback_errors)
         return job
 
     # --------------------------------------------------------------------------------- jobs

@@ -594,3 +594,22 @@ def test_client_without_streaming_gives_clear_error() -> None:
     client.add_job("j", statuses=["RUNNING"])
     with pytest.raises(IBMRuntimeError, match="does not support streaming"):
         make_job(client, "j").stream_results(print)
+
+
+def test_result_lets_the_callback_stream_deliver_its_last_messages() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["COMPLETED"])
+    seen, callback = collect()
+    job = make_job(client, "j", user_callback=callback)
+
+    def deliver_late() -> None:
+        time.sleep(0.1)
+        client.subscriptions[0].push('"interim"', seq=1)
+        client.subscriptions[0].push('"final"', seq=2, final=True, status="COMPLETED")
+        client.subscriptions[0].end()
+
+    thread = threading.Thread(target=deliver_late)
+    thread.start()
+    assert job.result(timeout=5) == "final"
+    thread.join()
+    assert seen == [("j", "interim"), ("j", "final")]

@@ -160,7 +160,8 @@ def test_job_retrieval_and_delete(make: Any) -> None:
     job = run(service)
     again = service.job(job.job_id())
     assert again.job_id() == job.job_id() and again.program_id == "my-program"
-    assert again.status() is JobStatus.QUEUED
+    # The fake advances one step per GET: the retrieval itself was the first (QUEUED).
+    assert again.status() is JobStatus.RUNNING
     service.delete_job(job.job_id())
     with pytest.raises(RuntimeJobNotFound, match="^Job not found: "):
         service.job(job.job_id())

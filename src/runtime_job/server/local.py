@@ -265,7 +265,7 @@ class LocalRuntimeServer:
             access_log=False,
             lifespan="off",
             ws="websockets-sansio",
-            http="h11",
+            http="auto",
             ssl_certfile=self.tls_cert,
             ssl_keyfile=self.tls_key,
             timeout_graceful_shutdown=2,

@@ -423,8 +423,9 @@ class Runner:
         with self._lock:
             workers = list(self._workers)
         for w in workers:
+            # Idle workers hold nothing: killing them is as safe as asking, and immediate.
+            self._kill(w)
             if w.job_id is not None:
-                self._kill(w)
                 with contextlib.suppress(Exception):
                     self._finish(
                         w.job_id,
@@ -432,9 +433,6 @@ class Runner:
                         REASON_STOPPED,
                         "The server stopped while this job was running.\n",
                     )
-            else:
-                with contextlib.suppress(OSError, ValueError):
-                    w.conn.send(("stop",))
         for w in workers:
             try:
                 w.process.wait(max(0.0, min(1.0, deadline - time.monotonic())))
