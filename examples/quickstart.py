@@ -19,18 +19,20 @@ def show(job_id: str, result: Any) -> None:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory() as data_dir:
-        with RuntimeService(channel="local", data_dir=data_dir) as service:
-            print("Submitting 'hello-world' to the local runtime server...")
-            job = service.run("hello-world", inputs={"iterations": 3}, callback=show)
-            print(f"Job {job.job_id()} submitted.")
-            result = job.result(timeout=60)
-            print(f"Final result: {result!r}")
-            print(f"Status: {job.status().name}")
-            print("Logs:")
-            print("  " + "\n  ".join(job.logs().splitlines() or ["(none)"]))
-            metrics = job.metrics()
-            print(f"Metrics: {metrics}")
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        RuntimeService(channel="local", data_dir=data_dir) as service,
+    ):
+        print("Submitting 'hello-world' to the local runtime server...")
+        job = service.run("hello-world", inputs={"iterations": 3}, callback=show)
+        print(f"Job {job.job_id()} submitted.")
+        result = job.result(timeout=60)
+        print(f"Final result: {result!r}")
+        print(f"Status: {job.status().name}")
+        print("Logs:")
+        print("  " + "\n  ".join(job.logs().splitlines() or ["(none)"]))
+        metrics = job.metrics()
+        print(f"Metrics: {metrics}")
     return 0
 
 

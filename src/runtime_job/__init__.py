@@ -43,7 +43,6 @@ from .options import RuntimeOptions
 from .service import QiskitRuntimeService, RuntimeService
 from .status import JOB_FINAL_STATES, JobStatus
 
-
 __all__ = [
     "DEFAULT_DECODERS",
     "JOB_FINAL_STATES",

@@ -83,8 +83,8 @@ class Backend:
     def configuration(self) -> dict[str, Any]:
         """The backend's configuration, fetched once."""
         if self._configuration is None:
-            self._configuration = {} if self._api is None else self._api.backend_configuration(
-                self.name
+            self._configuration = (
+                {} if self._api is None else self._api.backend_configuration(self.name)
             )
         return self._configuration
 

@@ -118,7 +118,10 @@ class RuntimeService:
             if not token or not instance:
                 raise IBMInputValueError("The ibm_cloud channel needs a token and an instance.")
             params = ClientParameters(
-                channel="ibm_cloud", token=token, url=url or IBM_CLOUD_URL, instance=instance,
+                channel="ibm_cloud",
+                token=token,
+                url=url or IBM_CLOUD_URL,
+                instance=instance,
                 **common,
             )
         elif channel == "ibm_quantum":
@@ -130,7 +133,9 @@ class RuntimeService:
             )
         hgp_names: list[str] = []
         if channel == "ibm_quantum":
-            params, hgp_names = self._login(token, url or QISKIT_IBM_RUNTIME_API_URL, instance, common)
+            params, hgp_names = self._login(
+                token, url or QISKIT_IBM_RUNTIME_API_URL, instance, common
+            )
         client = RuntimeClient(params)
         hgps = {hgp: client.list_backends(hgp) for hgp in hgp_names}
         self._attach(channel, params, client, hgps, instance)
@@ -208,7 +213,9 @@ class RuntimeService:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__}(channel={self._channel!r}, url={self._client_params.url!r})>"
+        return (
+            f"<{type(self).__name__}(channel={self._channel!r}, url={self._client_params.url!r})>"
+        )
 
     # ----------------------------------------------------------------------------- backends
 
@@ -233,10 +240,10 @@ class RuntimeService:
         else:
             pairs = [(None, n) for n in self._api_client.list_backends()]
         result: list[Backend] = []
-        for hgp, backend_name in pairs:
-            if name is not None and backend_name != name:
+        for found_hgp, found_name in pairs:
+            if name is not None and found_name != name:
                 continue
-            result.append(Backend(backend_name, self._api_client, hgp))
+            result.append(Backend(found_name, self._api_client, found_hgp))
         return result
 
     def backend(self, name: str | None = None, instance: str | None = None) -> Backend:

@@ -72,8 +72,12 @@ def test_job_properties(service: RuntimeService) -> None:
 
 def test_codec_round_trip_through_a_job(service: RuntimeService) -> None:
     when = datetime(2023, 6, 20, 12, 0, tzinfo=UTC)
-    inputs = {"array": np.arange(12, dtype=np.float64).reshape(3, 4), "when": when,
-              "set": {1, 2}, "nested": {"c": [1j, "ü"]}}
+    inputs = {
+        "array": np.arange(12, dtype=np.float64).reshape(3, 4),
+        "when": when,
+        "set": {1, 2},
+        "nested": {"c": [1j, "ü"]},
+    }
     result = service.run("echo", inputs=inputs).result(timeout=30)
     np.testing.assert_array_equal(result["array"], inputs["array"])
     assert result["when"] == when and result["set"] == {1, 2}
@@ -183,8 +187,12 @@ def test_listing_paging_and_filters(service: RuntimeService) -> None:
     assert [j.job_id() for j in service.jobs(limit=None, job_tags=[tag], descending=False)] == ids
     assert service.jobs(skip=100, job_tags=[tag]) == []
     assert len(service.jobs(skip=20, limit=None, job_tags=[tag])) == 5
-    window = service.jobs(limit=None, job_tags=[tag], created_after=before,
-                          created_before=datetime.now(UTC) + timedelta(seconds=1))
+    window = service.jobs(
+        limit=None,
+        job_tags=[tag],
+        created_after=before,
+        created_before=datetime.now(UTC) + timedelta(seconds=1),
+    )
     assert len(window) == 25
     assert service.jobs(job_tags=[tag], created_after=datetime.now(UTC) + timedelta(hours=1)) == []
     for job in found:
@@ -221,7 +229,9 @@ def test_ibm_quantum_login_against_the_local_server(server: LocalRuntimeServer) 
 
 
 def test_wrong_token_is_not_authorized(server: LocalRuntimeServer) -> None:
-    with RuntimeService(channel="local", url=server.url, token="wrong-token") as svc:
-        with pytest.raises(IBMNotAuthorizedError):
-            svc.jobs()
+    with (
+        RuntimeService(channel="local", url=server.url, token="wrong-token") as svc,
+        pytest.raises(IBMNotAuthorizedError),
+    ):
+        svc.jobs()
     assert TOKEN not in repr(svc)

@@ -140,7 +140,9 @@ class FakeRuntimeClient:
         self.calls.append(("program_run", program_id))
         if program_id not in self.programs:
             raise not_found("Program not found")
-        self.runs.append({"program_id": program_id, "backend": backend_name, "params": params, **kw})
+        self.runs.append(
+            {"program_id": program_id, "backend": backend_name, "params": params, **kw}
+        )
         job = self.add_job(
             uuid.uuid4().hex,
             program_id=program_id,

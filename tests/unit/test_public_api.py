@@ -27,9 +27,11 @@ def test_every_public_member_is_documented() -> None:
             for attr, member in vars(obj).items():
                 if attr.startswith("_"):
                     continue
-                if callable(member) or isinstance(member, property | classmethod | staticmethod):
-                    if not inspect.getdoc(getattr(obj, attr)):
-                        missing.append(f"{name}.{attr}")
+                documentable = callable(member) or isinstance(
+                    member, property | classmethod | staticmethod
+                )
+                if documentable and not inspect.getdoc(getattr(obj, attr)):
+                    missing.append(f"{name}.{attr}")
     assert missing == []
 
 

@@ -130,7 +130,10 @@ def test_run_passes_options_and_keeps_them_on_the_job(make: Any) -> None:
     client = FakeRuntimeClient(backends=("common_backend",))
     service = make(client)
     options = RuntimeOptions(
-        backend="common_backend", image="name:tag", log_level="DEBUG", job_tags=["t1"],
+        backend="common_backend",
+        image="name:tag",
+        log_level="DEBUG",
+        job_tags=["t1"],
         max_execution_time=30,
     )
     job = service.run("my-program", inputs={"x": 1}, options=options, session_id="s1")
@@ -139,8 +142,9 @@ def test_run_passes_options_and_keeps_them_on_the_job(make: Any) -> None:
     assert sent["job_tags"] == ["t1"] and sent["max_execution_time"] == 30
     assert sent["session_id"] == "s1"
     assert job.image == "name:tag" and job.tags == ["t1"] and job.session_id == "s1"
-    first = service.run("my-program", inputs={}, options={"backend": "common_backend"},
-                        start_session=True)
+    first = service.run(
+        "my-program", inputs={}, options={"backend": "common_backend"}, start_session=True
+    )
     assert client.runs[-1]["start_session"] is True
     assert first.session_id == first.job_id()
 
@@ -228,8 +232,13 @@ def test_jobs_terminates_when_server_pages_run_dry() -> None:
 
 def test_jobs_pending_filters() -> None:
     client = FakeRuntimeClient(backends=("common_backend",))
-    for status, count in [("RUNNING", 3), ("COMPLETED", 4), ("QUEUED", 2), ("FAILED", 3),
-                          ("CANCELLED", 2)]:
+    for status, count in [
+        ("RUNNING", 3),
+        ("COMPLETED", 4),
+        ("QUEUED", 2),
+        ("FAILED", 3),
+        ("CANCELLED", 2),
+    ]:
         for _ in range(count):
             client.add_job(statuses=[status])
     service = quantum(client)
