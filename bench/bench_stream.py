@@ -315,6 +315,8 @@ def many_streams(base: str, n: int, m: int) -> dict[str, float | int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few runs")
+    parser.add_argument("--streams", type=int, help="concurrent streams (default 1000, quick 200)")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the many-streams part")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -336,11 +338,12 @@ def main() -> None:
             "check, no locks (msg/s) | hub to a listener (msg/s) | hub / fastest raw |"
         )
         print("|---|---|---|---|---|")
-        for label, raw, fast, hub in throughput(base, args.quick):
-            best = max(raw, fast)
-            print(f"| {label} | {raw:,.0f} | {fast:,.0f} | {hub:,.0f} | {hub / best:.2f} |")
+        if not args.skip_throughput:
+            for label, raw, fast, hub in throughput(base, args.quick):
+                best = max(raw, fast)
+                print(f"| {label} | {raw:,.0f} | {fast:,.0f} | {hub:,.0f} | {hub / best:.2f} |")
         print()
-        n = 200 if args.quick else 1000
+        n = args.streams or (200 if args.quick else 1000)
         result = many_streams(base, n, 10)
         print(f"| {n} streams x 10 messages | value |")
         print("|---|---|")

@@ -753,6 +753,11 @@ def _slices(data: bytes) -> Iterator[memoryview]:
         yield view[start : start + _IN_CHUNK]
 
 
+def _then_empty(chunks: Iterable[Any]) -> Iterator[Any]:
+    yield from chunks
+    yield b""
+
+
 def _inflate_chunks(backend: _Backend, chunks: Iterable[Any], what: str) -> Iterator[bytes]:
     """Yield the decompressed pieces of one zlib stream fed as ``chunks``.
 
@@ -761,15 +766,19 @@ def _inflate_chunks(backend: _Backend, chunks: Iterable[Any], what: str) -> Iter
     """
     decompressor = backend.decompressobj()
     try:
-        for chunk in chunks:
+        for chunk in _then_empty(chunks):
             pending: Any = chunk
-            while pending:
+            while True:
                 piece = decompressor.decompress(pending, _OUT_CHUNK)
-                pending = decompressor.unconsumed_tail
                 if piece:
                     yield piece
                 if decompressor.eof:
                     return
+                pending = decompressor.unconsumed_tail
+                # A full piece may leave output buffered inside zlib: ask again even when
+                # all input was taken (the empty chunk at the end drains the last of it).
+                if not pending and len(piece) < _OUT_CHUNK:
+                    break
     except (ResultDecodingError, _Aborted):
         raise
     except Exception as err:  # zlib.error, isal's IsalError: both mean corrupt data

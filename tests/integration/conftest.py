@@ -10,21 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import rj_test_programs
-from rj_helpers import Api
 
 from runtime_job.server import LocalRuntimeServer
-
-ALICE = "alice-token-0123456789"
-BOB = "bob-token-0123456789"
-CAROL = "carol-token-0123456789"
+from tests.integration import programs as test_programs
+from tests.integration.helpers import ALICE, BOB, CAROL, Api
 
 TEST_PROGRAMS = {
-    "printer": "rj_test_programs:printer",
-    "final-publisher": rj_test_programs.final_publisher,
-    "crasher": "rj_test_programs:crasher",
-    "backend-name": rj_test_programs.backend_name,
-    "slow-stream": "rj_test_programs:slow_stream",
+    "printer": "tests.integration.programs:printer",
+    "final-publisher": test_programs.final_publisher,
+    "crasher": "tests.integration.programs:crasher",
+    "backend-name": test_programs.backend_name,
+    "slow-stream": "tests.integration.programs:slow_stream",
 }
 
 

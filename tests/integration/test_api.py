@@ -8,11 +8,10 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from conftest import ALICE
-from rj_helpers import Api, ws_refused
 
 from runtime_job.server import LocalRuntimeServer
 from runtime_job.server.config import MAX_BODY_BYTES
+from tests.integration.helpers import ALICE, Api, ws_refused
 
 JOB = "abcdefghij0123456789"
 ROUTES = [
@@ -63,9 +62,11 @@ def test_login_accepts_a_body_without_content_type(anon: Api) -> None:
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("body", [{"apiToken": "wrong"}, {"apiToken": 5}, {}, []])
+@pytest.mark.parametrize(
+    "body", [{"apiToken": "wrong"}, {"apiToken": 5}, {}, [], {"apiToken": "\ud800"}]
+)
 def test_login_failure_is_a_legacy_401(anon: Api, body: object) -> None:
-    response = anon.post("/api/users/loginWithToken", json=body)
+    response = anon.post("/api/users/loginWithToken", data=json.dumps(body))
     assert response.status_code == 401
     assert response.json() == {
         "error": {

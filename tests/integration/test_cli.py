@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from rj_helpers import (
+
+from runtime_job.server import ensure_local_server, join_local_server, stop_local_servers
+from runtime_job.server.paths import DataDir
+from tests.integration.helpers import (
     Api,
     alive,
     children_of,
@@ -24,9 +27,6 @@ from rj_helpers import (
     ws_read_all,
     ws_stream,
 )
-
-from runtime_job.server import ensure_local_server, join_local_server, stop_local_servers
-from runtime_job.server.paths import DataDir
 
 TOKEN = "cli-token-0123456789"
 FIRST_LINE = re.compile(r"^runtime-job server at (\S+) \(token file: (.+)\)$")
@@ -187,13 +187,12 @@ def test_restart_after_sigkill_keeps_finished_work(data_dir: Path) -> None:
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "cert.pem", directory / "key.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    command += ["-subj", "/CN=127.0.0.1"]
+    command += ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    command += ["-keyout", str(key), "-out", str(cert)]
     subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout", str(key), "-out", str(cert),
-        ],  # fmt: skip
+        command,
         check=True,
         capture_output=True,
         timeout=60,

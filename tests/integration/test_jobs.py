@@ -8,9 +8,9 @@ import time
 import uuid
 
 import pytest
-from rj_helpers import Api, alive, wait_gone
 
 from runtime_job.server import LocalRuntimeServer
+from tests.integration.helpers import Api, alive, wait_gone
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -255,16 +255,24 @@ def test_idempotent_submission(alice: Api, bob: Api) -> None:
         (b'{"program_id": "echo", "tags": [1]}', 422, "INVALID_FIELD"),
         (b'{"program_id": "echo", "cost": -1}', 422, "INVALID_FIELD"),
         (b'{"program_id": "echo", "cost": "10"}', 422, "INVALID_FIELD"),
+        (b'{"program_id": "echo", "cost": 1' + b"0" * 40 + b"}", 422, "INVALID_FIELD"),
+        (b'{"program_id": "echo", "cost": true}', 422, "INVALID_FIELD"),
+        (b'{"program_id": "echo", "start_session": "yes"}', 422, "INVALID_FIELD"),
         (b'{"program_id": "echo", "backend": "ibmq_qasm_simulator"}', 422, "BACKEND_NOT_FOUND"),
         (b'{"program_id": "echo", "session_id": "a/b"}', 422, "INVALID_ID"),
         (b'{"program_id": "echo", "hub": "x", "group": "y", "project": "z"}', 403, None),
         (b'{"program_id": "echo", "runtime": 5}', 422, "INVALID_FIELD"),
-        (b'\xff\xfe\x00', 422, "INVALID_JSON"),
+        (b"\xff\xfe\x00", 422, "INVALID_JSON"),
+        (b'{"program_id": "echo", "tags": ["\\ud800"]}', 422, "INVALID_FIELD"),
+        (b'{"program_id": "echo", "runtime": "\\udfff"}', 422, "INVALID_FIELD"),
+        (b'{"program_id": "echo", "params": {"s": "\\ud800"}}', 200, None),
     ],
 )
 def test_malformed_submissions(alice: Api, body: bytes, status: int, code: str | None) -> None:
     response = alice.post("/jobs", data=body)
     assert response.status_code == status, response.text
+    if status == 200:
+        return
     error = response.json()["errors"][0]
     assert error["message"]
     if code is not None:
@@ -290,3 +298,28 @@ def test_unknown_job_is_404(alice: Api) -> None:
     for path in ("", "/results", "/logs", "/metrics", "/interim_results"):
         assert alice.get(f"/jobs/nosuchjob{path}").status_code == 404
     assert alice.post("/jobs/nosuchjob/cancel").status_code == 404
+
+
+def test_sampler_and_estimator_with_qiskit(alice: Api) -> None:
+    pytest.importorskip("qiskit")
+    from qiskit import QuantumCircuit
+
+    from runtime_job import codec
+
+    bell = QuantumCircuit(2)
+    bell.h(0)
+    bell.cx(0, 1)
+    measured = bell.copy()
+    measured.measure_all()
+    params = codec.dumps({"circuits": [measured], "run_options": {"shots": None}})
+    job_id = alice.submit("sampler", json.loads(params))
+    job = alice.wait_final(job_id, timeout=60)
+    assert job["state"]["status"] == "COMPLETED", alice.get(f"/jobs/{job_id}/results").text
+    result = codec.loads(alice.get(f"/jobs/{job_id}/results").text)
+    dist = {int(k): v for k, v in result["quasi_dists"][0].items()}
+    assert dist == pytest.approx({0: 0.5, 3: 0.5})
+    params = codec.dumps({"circuits": [bell], "observables": ["ZZ"]})
+    job_id = alice.submit("estimator", json.loads(params))
+    assert alice.wait_final(job_id, timeout=60)["state"]["status"] == "COMPLETED"
+    values = codec.loads(alice.get(f"/jobs/{job_id}/results").text)["values"]
+    assert values == pytest.approx([1.0])

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from rj_helpers import Api
+
+from tests.integration.helpers import Api
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,8 @@ def test_limit_and_offset(carol: Api, jobs: dict[str, Any]) -> None:
     assert listed(carol, limit=2, offset=1, sort="ASC") == (jobs["ids"][1:3], 8)
     assert listed(carol, limit=5000) == (newest, 8)
     assert listed(carol, limit=0) == ([], 8)
+    assert listed(carol, offset=2**63 + 5) == ([], 8)
+    assert listed(carol, limit=2**70) == (newest, 8)
 
 
 def test_filters(carol: Api, jobs: dict[str, Any]) -> None:
@@ -121,6 +124,7 @@ def test_listed_jobs_are_complete(carol: Api, jobs: dict[str, Any]) -> None:
     [
         {"limit": "-1"},
         {"limit": "ten"},
+        {"limit": "9" * 400},
         {"offset": "-5"},
         {"pending": "maybe"},
         {"sort": "UP"},

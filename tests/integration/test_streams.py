@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from conftest import ALICE, BOB
-from rj_helpers import (
+from runtime_job.server import LocalRuntimeServer
+from tests.integration.helpers import (
+    ALICE,
+    BOB,
     Api,
     seq_frame,
     ws_close,
@@ -15,8 +17,6 @@ from rj_helpers import (
     ws_refused,
     ws_stream,
 )
-
-from runtime_job.server import LocalRuntimeServer
 
 A = {"X-Access-Token": ALICE}
 
@@ -133,6 +133,8 @@ def test_stream_isolation_and_errors(alice: Api, server: LocalRuntimeServer) -> 
     assert ws_refused(server.url, job_id, A, "seq=2") == 422
     assert ws_refused(server.url, job_id, A, "seq=1&after=-1") == 422
     assert ws_refused(server.url, job_id, A, "seq=1&after=x") == 422
+    frames, code = ws_stream(server.url, job_id, A, f"seq=1&after={2**64}")
+    assert len(frames) == 1 and code == 1000
 
 
 def test_stream_ends_when_the_job_is_deleted(alice: Api, server: LocalRuntimeServer) -> None:

@@ -110,6 +110,7 @@ class Job:
             "bad_header" (acknowledges, then sends a sequenced frame without a header).
         behaviours: Behaviours for successive connections, before ``behaviour`` applies.
         handshake_delay: Seconds to wait before answering the handshake.
+        retry_after: ``Retry-After`` seconds sent with a refused handshake.
         binary: Send data frames as binary frames.
         ignore_after: Replay from the first message whatever ``after`` says.
         drop_when_idle: Drop the TCP connection when there is nothing more to send.
@@ -130,6 +131,7 @@ class Job:
     behaviour: str = "normal"
     behaviours: list[str] = field(default_factory=list)
     handshake_delay: float = 0.0
+    retry_after: float = 0.0
     binary: bool = False
     ignore_after: bool = False
     drop_when_idle: bool = False
@@ -268,8 +270,9 @@ class WsServer:
                 await asyncio.sleep(job.handshake_delay)
         if status != 101:
             body = b"refused"
+            extra = f"Retry-After: {job.retry_after:g}\r\n" if job and job.retry_after else ""
             writer.write(
-                f"HTTP/1.1 {status} Scripted\r\nContent-Length: {len(body)}\r\n"
+                f"HTTP/1.1 {status} Scripted\r\nContent-Length: {len(body)}\r\n{extra}"
                 "Connection: close\r\n\r\n".encode()
                 + body
             )

@@ -92,23 +92,23 @@ def test_http_connect_proxy_with_credentials(
     assert "Proxy-Authorization: Basic " + base64.b64encode(b"alice:s3cret").decode() in request
 
 
-@pytest.mark.parametrize("ping_interval", [0.15, 5.0])
+@pytest.mark.parametrize("ping_interval", [0.1, 5.0])
 def test_keepalive_holds_an_idle_stream_through_an_idle_timeout_proxy(
     loop_thread: LoopThread, server: WsServer, params: ClientParameters, ping_interval: float
 ) -> None:
-    proxy = TcpProxy(loop_thread, target=("127.0.0.1", server.port), idle_timeout=0.5).start()
+    proxy = TcpProxy(loop_thread, target=("127.0.0.1", server.port), idle_timeout=0.3).start()
     job = server.add_job("quiet")
     rec = Recorder()
     try:
         with StreamHub(
             ping_interval=ping_interval,
-            ping_timeout=0.3,
+            ping_timeout=0.2,
             backoff_initial=0.02,
             idle_shutdown=0.2,
         ) as hub:
             url = f"ws://127.0.0.1:{proxy.port}/stream/jobs/quiet"
             hub.subscribe(job_id="quiet", url=url, params=params, listener=rec)
-            time.sleep(1.3)
+            time.sleep(0.8)
             server.publish("quiet", "finally")
             server.finish("quiet")
             rec.wait()
@@ -116,7 +116,7 @@ def test_keepalive_holds_an_idle_stream_through_an_idle_timeout_proxy(
         proxy.stop()
     assert rec.payloads == ["finally", ""]
     assert rec.ends == [(StreamEnd.COMPLETED, None)]
-    if ping_interval < 0.5:
+    if ping_interval < 0.3:
         assert proxy.idle_drops == 0 and len(job.attempts) == 1
     else:
         # Without pings often enough the proxy drops the stream; the hub resumes it.

@@ -36,11 +36,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from .. import __version__
+from ..api.models import RunJobRequest
 from . import config
 from .auth import Authenticator
 from .programs import BACKEND_NAME, PROGRAM_ID_RE, ProgramRegistry
@@ -262,15 +264,6 @@ def _check_id(value: str, what: str) -> str:
     return value
 
 
-def _opt_str(data: dict[str, Any], key: str, max_len: int = 256) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > max_len:
-        raise ApiProblem(422, "INVALID_FIELD", f"'{key}' must be a string of at most {max_len}.")
-    return value
-
-
 def _parse_bool(value: str, name: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes"):
@@ -280,14 +273,20 @@ def _parse_bool(value: str, name: str) -> bool:
     raise ApiProblem(422, "INVALID_QUERY", f"'{name}' must be true or false.")
 
 
+_MAX_INT = 2**62
+
+
 def _parse_int(value: str, name: str, minimum: int = 0) -> int:
+    text = value.strip()
+    if len(text) > 100:
+        raise ApiProblem(422, "INVALID_QUERY", f"'{name}' is too large.")
     try:
-        number = int(value.strip())
+        number = int(text)
     except ValueError:
         raise ApiProblem(422, "INVALID_QUERY", f"'{name}' must be an integer.") from None
     if number < minimum:
         raise ApiProblem(422, "INVALID_QUERY", f"'{name}' must be at least {minimum}.")
-    return number
+    return min(number, _MAX_INT)
 
 
 def _parse_time(value: str, name: str) -> str:
@@ -590,12 +589,20 @@ def _now_iso() -> str:
 def _new_job_from_body(data: Any, user: str, programs: ProgramRegistry) -> NewJob:
     if not isinstance(data, dict):
         raise ApiProblem(422, "INVALID_BODY", "The request body must be a JSON object.")
-    program_id = data.get("program_id")
-    if not isinstance(program_id, str) or not PROGRAM_ID_RE.match(program_id):
+    try:
+        request = RunJobRequest.model_validate(data, strict=True)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ApiProblem(
+            422, "INVALID_FIELD", f"Invalid field '{where}': {first['msg']}."
+        ) from None
+    program_id = request.program_id
+    if not PROGRAM_ID_RE.match(program_id):
         raise ApiProblem(422, "INVALID_FIELD", "'program_id' must be a valid program id.")
     if program_id not in programs:
         raise ApiProblem(404, "PROGRAM_NOT_FOUND", f"Program not found: {program_id}")
-    params = data.get("params")
+    params = request.params
     if isinstance(params, str):
         params = _parse_json(params.encode("utf-8"))
     if params is None:
@@ -606,34 +613,38 @@ def _new_job_from_body(data: Any, user: str, programs: ProgramRegistry) -> NewJo
         params_text = json.dumps(params, separators=(",", ":"))
     except (ValueError, RecursionError):
         raise ApiProblem(422, "INVALID_FIELD", "'params' cannot be stored.") from None
-    backend = _opt_str(data, "backend") or BACKEND_NAME
+    backend = request.backend or BACKEND_NAME
     if backend != BACKEND_NAME:
         raise ApiProblem(422, "BACKEND_NOT_FOUND", f"Unknown backend: {backend[:64]}")
-    tags = data.get("tags") or []
-    if (
-        not isinstance(tags, list)
-        or len(tags) > config.MAX_TAGS
-        or not all(isinstance(t, str) and 0 < len(t) <= config.MAX_TAG_LENGTH for t in tags)
-    ):
+    tags = request.tags or []
+    if len(tags) > config.MAX_TAGS or not all(0 < len(t) <= config.MAX_TAG_LENGTH for t in tags):
         raise ApiProblem(
             422, "INVALID_FIELD", f"'tags' must be at most {config.MAX_TAGS} non-empty strings."
         )
-    cost = data.get("cost")
-    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int) or cost <= 0):
-        raise ApiProblem(422, "INVALID_FIELD", "'cost' must be a positive integer (seconds).")
-    hgp = [_opt_str(data, key, 64) for key in ("hub", "group", "project")]
-    if any(part is not None for part in hgp) and tuple(hgp) != (
-        config.HUB,
-        config.GROUP,
-        config.PROJECT,
-    ):
+    if request.cost is not None and not 0 < request.cost <= config.MAX_COST:
+        raise ApiProblem(
+            422,
+            "INVALID_FIELD",
+            f"'cost' must be an integer from 1 to {config.MAX_COST} (seconds).",
+        )
+    hgp = (request.hub, request.group, request.project)
+    if any(part is not None for part in hgp) and hgp != (config.HUB, config.GROUP, config.PROJECT):
         raise ApiProblem(403, "INSTANCE_NOT_ALLOWED", f"Unknown instance: use {config.INSTANCE}.")
-    session_id = data.get("session_id")
+    for name, value, limit in (
+        ("runtime", request.runtime, 256),
+        ("log_level", request.log_level, 32),
+    ):
+        if value is not None and len(value) > limit:
+            raise ApiProblem(422, "INVALID_FIELD", f"'{name}' is longer than {limit}.")
+    for value in (*tags, request.runtime or "", request.log_level or ""):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiProblem(422, "INVALID_FIELD", "Strings must be valid Unicode.") from None
+    session_id = request.session_id
     if session_id is not None:
-        if not isinstance(session_id, str):
-            raise ApiProblem(422, "INVALID_FIELD", "'session_id' must be a string.")
         _check_id(session_id, "session id")
-    start_session = data.get("start_session") is True
+    start_session = request.start_session is True
     job_id = _new_job_id()
     if start_session and session_id is None:
         session_id = job_id
@@ -648,15 +659,22 @@ def _new_job_from_body(data: Any, user: str, programs: ProgramRegistry) -> NewJo
         hub=config.HUB,
         group=config.GROUP,
         project=config.PROJECT,
-        runtime=_opt_str(data, "runtime"),
-        cost=cost,
-        log_level=_opt_str(data, "log_level", 32),
+        runtime=request.runtime,
+        cost=request.cost,
+        log_level=request.log_level,
         start_session=start_session,
     )
 
 
 async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
     await websocket.send_denial_response(error_response(status, code, message))
+
+
+def _record_cursor(store: Store, job_id: str, user: str, sent: int, recorded: int) -> int:
+    """Persist a plain-stream cursor that moved (what was sent is never sent again)."""
+    if sent > recorded:
+        store.advance_cursor(job_id, user, sent)
+    return max(sent, recorded)
 
 
 async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
@@ -684,6 +702,7 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
             return
     await websocket.accept()
     hub, store = ctx.hub, ctx.store
+    recorded = after
     event = hub.subscribe(job_id)
     receiver: asyncio.Task[Message] = asyncio.ensure_future(websocket.receive())
     try:
@@ -694,7 +713,7 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
             )
         else:
             await websocket.send_text("ACK")
-            after = store.get_cursor(job_id, user)
+            after = recorded = store.get_cursor(job_id, user)
         while True:
             event.clear()
             snap = store.snapshot(job_id, after, with_result=True)
@@ -726,11 +745,11 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
                         await websocket.send_text(snap.result or "")
                     after = final_seq
                 if not sequenced:
-                    store.advance_cursor(job_id, user, after)
+                    recorded = _record_cursor(store, job_id, user, after, recorded)
                 await websocket.close(1000)
                 return
-            if not sequenced and snap.frames:
-                store.advance_cursor(job_id, user, after)
+            if not sequenced:
+                recorded = _record_cursor(store, job_id, user, after, recorded)
             if hub.closing:
                 await websocket.close(1001)
                 return
@@ -746,6 +765,9 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
         return
     finally:
         hub.unsubscribe(job_id, event)
+        if not sequenced:
+            with contextlib.suppress(Exception):
+                _record_cursor(store, job_id, user, after, recorded)
         if not receiver.done():
             receiver.cancel()
             with contextlib.suppress(BaseException):

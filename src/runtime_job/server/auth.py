@@ -29,12 +29,17 @@ from .store import Store
 
 def token_digest(token: str) -> str:
     """The SHA-256 hex digest of a token (what is stored instead of the token)."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def user_id_for(token: str) -> str:
     """The stable user id of an API token (a digest, so it reveals nothing)."""
-    return "user-" + hashlib.sha256(b"runtime-job-user\0" + token.encode("utf-8")).hexdigest()[:20]
+    return (
+        "user-"
+        + hashlib.sha256(
+            b"runtime-job-user\0" + token.encode("utf-8", "surrogatepass")
+        ).hexdigest()[:20]
+    )
 
 
 class Authenticator:

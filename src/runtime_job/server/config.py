@@ -13,6 +13,8 @@ MAX_LIST_LIMIT = 1000
 """Largest page of ``GET /jobs`` (larger limits are capped, not refused)."""
 DEFAULT_LIST_LIMIT = 200
 """Page size of ``GET /jobs`` when no ``limit`` is given."""
+MAX_COST = 10 * 365 * 24 * 3600
+"""Largest ``cost`` (maximum execution time, seconds) a job may ask for."""
 MAX_TAGS = 64
 """Most tags on one job."""
 MAX_TAG_LENGTH = 256
@@ -118,6 +120,7 @@ __all__ = [
     "ID_RE",
     "INSTANCE",
     "MAX_BODY_BYTES",
+    "MAX_COST",
     "MAX_LIST_LIMIT",
     "MAX_TAGS",
     "MAX_TAG_LENGTH",

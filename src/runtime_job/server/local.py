@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -81,6 +82,18 @@ def _url_host(host: str) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]"
     return host
+
+
+def _websocket_implementation() -> str:
+    """The uvicorn websocket protocol to use: ``websockets`` (sans-I/O), else ``wsproto``."""
+    for module, name in (("websockets", "websockets-sansio"), ("wsproto", "wsproto")):
+        if importlib.util.find_spec(module) is not None:
+            return name
+    logger.warning(
+        "Neither 'websockets' nor 'wsproto' is installed: /stream/jobs/{id} will not work. "
+        "Install runtime-job[server] (or the websockets package)."
+    )
+    return "none"
 
 
 class LocalRuntimeServer:
@@ -264,7 +277,7 @@ class LocalRuntimeServer:
             log_config=None,
             access_log=False,
             lifespan="off",
-            ws="websockets-sansio",
+            ws=_websocket_implementation(),
             http="auto",
             ssl_certfile=self.tls_cert,
             ssl_keyfile=self.tls_key,

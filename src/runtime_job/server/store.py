@@ -692,10 +692,11 @@ class Store:
         """Record plain-stream delivery up to ``delivered`` (never moves backwards)."""
         with self.write() as tx:
             tx.conn.execute(
-                "INSERT INTO cursors(job_id, user_id, delivered) VALUES (?, ?, ?) "
+                "INSERT INTO cursors(job_id, user_id, delivered) "
+                "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?) "
                 "ON CONFLICT(job_id, user_id) DO UPDATE SET "
                 "delivered = MAX(delivered, excluded.delivered)",
-                (job_id, user_id, delivered),
+                (job_id, user_id, delivered, job_id),
             )
 
     def close_session(self, session_id: str, user_id: str, now: float) -> bool:

@@ -14,6 +14,10 @@ import websocket
 
 FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-0123456789"
+CAROL = "carol-token-0123456789"
+
 
 class Api:
     """A ``requests`` session bound to one server and one token."""
@@ -55,7 +59,9 @@ class Api:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
-    def wait_status(self, job_id: str, statuses: tuple[str, ...], timeout: float = 20.0) -> dict[str, Any]:
+    def wait_status(
+        self, job_id: str, statuses: tuple[str, ...], timeout: float = 20.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
@@ -115,7 +121,9 @@ def ws_close(ws: websocket.WebSocket) -> None:
         ws.shutdown()
 
 
-def ws_stream(base: str, job_id: str, headers: dict[str, str], query: str = "") -> tuple[list[str], int | None]:
+def ws_stream(
+    base: str, job_id: str, headers: dict[str, str], query: str = ""
+) -> tuple[list[str], int | None]:
     """Open a stream, read it to the end, close it."""
     return ws_read_all(ws_open(base, job_id, headers, query))
 

@@ -1,0 +1,1 @@
+"""Integration tests: the real local server, over HTTP, websockets and processes."""
