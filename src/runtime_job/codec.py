@@ -113,15 +113,13 @@ class _Compressor(Protocol):
 
 @dataclass(frozen=True)
 class _Backend:
-    """Where zlib, base64 and JSON parsing come from for one encode or decode call."""
+    """Where zlib and base64 come from for one encode or decode call."""
 
     name: str
     decompressobj: Callable[[], _Decompressor]
     compressobj: Callable[[], _Compressor]
     b64encode: Callable[[Any], bytes]
     b64decode_strict: Callable[[Any], bytes]
-    json_loads: Callable[[Any], Any] | None
-    json_error: type[Exception] | None
 
 
 def _stdlib_b64decode_strict(data: Any) -> bytes:
@@ -151,8 +149,6 @@ _STDLIB_BACKEND: Final = _Backend(
     compressobj=_zlib_compressobj,
     b64encode=_stdlib_b64encode,
     b64decode_strict=_stdlib_b64decode_strict,
-    json_loads=None,
-    json_error=None,
 )
 
 
@@ -170,8 +166,6 @@ def _load_fast_backend() -> _Backend:
     compressobj = _zlib_compressobj
     b64encode = _stdlib_b64encode
     b64decode_strict = _stdlib_b64decode_strict
-    json_loads: Callable[[Any], Any] | None = None
-    json_error: type[Exception] | None = None
     parts = []
     isal_zlib = _optional_module("isal.isal_zlib")
     if isal_zlib is not None:
@@ -193,19 +187,12 @@ def _load_fast_backend() -> _Backend:
         b64encode = pybase64.b64encode
         b64decode_strict = _pybase64_decode
         parts.append("pybase64")
-    orjson = _optional_module("orjson")
-    if orjson is not None:
-        json_loads = orjson.loads
-        json_error = orjson.JSONDecodeError
-        parts.append("orjson")
     return _Backend(
         name="+".join(parts) or "stdlib",
         decompressobj=decompressobj,
         compressobj=compressobj,
         b64encode=b64encode,
         b64decode_strict=b64decode_strict,
-        json_loads=json_loads,
-        json_error=json_error,
     )
 
 
@@ -221,8 +208,8 @@ def accelerators() -> tuple[str, ...]:
     """Name the optional accelerator packages the codec found.
 
     Returns:
-        A tuple drawn from ``"isal"`` (zlib), ``"pybase64"`` and ``"orjson"``; empty when the
-        codec runs on the standard library alone.
+        A tuple drawn from ``"isal"`` (zlib) and ``"pybase64"``; empty when the codec runs
+        on the standard library alone.
     """
     name = _FAST_BACKEND.name
     return () if name == "stdlib" else tuple(name.split("+"))
@@ -1043,18 +1030,12 @@ class _DecodeSession:
         return obj
 
     def parse(self, text: str | bytes, json_options: dict[str, Any] | None = None) -> Any:
-        """Parse a whole document, waiting for any array still being filled."""
+        """Parse a whole document, waiting for any array still being filled.
+
+        :func:`json.loads` calls the tag hook as each object is parsed, so each array is
+        decoded (and its base64 text freed) while the rest of the document is still read.
+        """
         try:
-            fast = self.backend.json_loads
-            if fast is not None and not json_options and not _has_markers(text):
-                try:
-                    return fast(text)
-                except Exception as err:  # orjson is stricter (NaN, big ints): retry below
-                    if self.backend.json_error is None or not isinstance(
-                        err, self.backend.json_error
-                    ):
-                        raise
-                    logger.debug("orjson refused the payload (%s); parsing with json", err)
             result = json.loads(text, object_hook=self.hook, **(json_options or {}))
             self._wait_all()
             return result
@@ -1265,13 +1246,6 @@ class _DecodeSession:
         return aer_noise.NoiseModel.from_dict(value)
 
 
-def _has_markers(text: str | bytes) -> bool:
-    """Whether a document may hold tagged values or int-key flags (cheap substring search)."""
-    if isinstance(text, str):
-        return "__type__" in text or "__int_keys__" in text
-    return b"__type__" in text or b"__int_keys__" in text
-
-
 class RuntimeDecoder(json.JSONDecoder):
     """A :class:`json.JSONDecoder` that rebuilds the values :class:`RuntimeEncoder` tags.
 
@@ -1359,7 +1333,7 @@ def loads(
             exceed it raises before the memory is allocated.
         settings_registry: The allow-list for ``settings`` payloads (default: the process-wide
             one).
-        accelerated: Use the optional accelerator packages (orjson, isal, pybase64) when
+        accelerated: Use the optional accelerator packages (isal, pybase64) when
             installed.
         max_workers: Threads used to decompress large arrays (default: up to 4, one per
             CPU); ``1`` decodes everything on the calling thread.

@@ -125,7 +125,10 @@ class TestReferencePayloadsDecode:
 
     def test_reference_datetime_formats(self) -> None:
         for text, expected in [
-            ("2023-06-12T10:30:00+00:00", datetime.datetime(2023, 6, 12, 10, 30, tzinfo=datetime.UTC)),
+            (
+                "2023-06-12T10:30:00+00:00",
+                datetime.datetime(2023, 6, 12, 10, 30, tzinfo=datetime.UTC),
+            ),
             ("2023-06-12T10:30:00.123456", datetime.datetime(2023, 6, 12, 10, 30, 0, 123456)),
             ("2023-06-12", datetime.datetime(2023, 6, 12)),
             ("2023-06-12T10:30:00Z", datetime.datetime(2023, 6, 12, 10, 30, tzinfo=datetime.UTC)),
@@ -199,7 +202,9 @@ class TestOurPayloadsReadByTheReference:
 
     def test_other_tags(self) -> None:
         when = datetime.datetime(2023, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-        out = reference_loads(dumps({"z": 2 - 1j, "s": {1, 2}, "t": when, "o": np.array([{"a": 1}])}))
+        out = reference_loads(
+            dumps({"z": 2 - 1j, "s": {1, 2}, "t": when, "o": np.array([{"a": 1}])})
+        )
         assert out["z"] == 2 - 1j and out["s"] == {1, 2} and out["t"] == when
         assert out["o"].tolist() == [{"a": 1}]
 

@@ -61,7 +61,12 @@ class TestSettingsNeverImport:
         ],
     )
     def test_stdlib_targets_give_plain_dicts(self, module: str, cls: str, value: Any) -> None:
-        payload = {"__type__": "settings", "__module__": module, "__class__": cls, "__value__": value}
+        payload = {
+            "__type__": "settings",
+            "__module__": module,
+            "__class__": cls,
+            "__value__": value,
+        }
         with pytest.warns(UserWarning, match="not registered"):
             out = loads(json.dumps({"x": payload}))
         assert out == {"x": payload}
@@ -115,6 +120,15 @@ class TestBrokenBinaryPayloads:
         cut = text[: (len(text) // 2) // 4 * 4]
         doc = json.dumps({"__type__": "ndarray", "__value__": cut})
         with pytest.raises(ResultDecodingError, match="[Tt]runcated"):
+            loads(doc, accelerated=accelerated)
+
+    def test_zlib_stream_without_its_end(self, accelerated: bool) -> None:
+        # Every data byte is there, but the stream's end (and checksum) is cut off.
+        compressed = zlib.compress(npy_bytes(np.arange(1000.0)))[:-4]
+        doc = json.dumps(
+            {"__type__": "ndarray", "__value__": base64.b64encode(compressed).decode()}
+        )
+        with pytest.raises(ResultDecodingError, match="Truncated compressed data"):
             loads(doc, accelerated=accelerated)
 
     def test_invalid_base64(self, accelerated: bool) -> None:

@@ -43,7 +43,9 @@ class TestScalarsAndContainers:
     def test_datetime_and_date(self, accelerated: bool) -> None:
         aware = datetime.datetime(2023, 6, 12, 10, 30, 1, 123456, tzinfo=datetime.UTC)
         naive = datetime.datetime(2023, 6, 12, 10, 30)
-        out = roundtrip({"aware": aware, "naive": naive, "day": datetime.date(2023, 6, 12)}, accelerated)
+        out = roundtrip(
+            {"aware": aware, "naive": naive, "day": datetime.date(2023, 6, 12)}, accelerated
+        )
         assert out["aware"] == aware and out["aware"].tzinfo is not None
         assert out["naive"] == naive
         # A date comes back as a datetime at midnight, as with the reference.
@@ -259,7 +261,10 @@ class TestJsonModuleIntegration:
 class TestUnknownTags:
     def test_unknown_type_is_returned_unchanged(self, accelerated: bool) -> None:
         text = '{"__type__": "Martian", "__value__": {"x": 1}}'
-        assert loads(text, accelerated=accelerated) == {"__type__": "Martian", "__value__": {"x": 1}}
+        assert loads(text, accelerated=accelerated) == {
+            "__type__": "Martian",
+            "__value__": {"x": 1},
+        }
 
     def test_type_without_value_is_a_plain_dict(self, accelerated: bool) -> None:
         for tag in ("ndarray", "datetime", "settings", "QuantumCircuit"):
@@ -341,14 +346,12 @@ class TestSettings:
 
 
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | st.text(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=5), children, max_size=5)
-    | st.dictionaries(st.integers(), children, max_size=5),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(max_size=5), children, max_size=5)
+        | st.dictionaries(st.integers(), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -369,3 +372,43 @@ def test_arrays_round_trip(data: list[float], dtype: str, accelerated: bool) -> 
     with np.errstate(invalid="ignore", over="ignore"):
         array = np.array(data, dtype=np.float64).astype(dtype)
     np.testing.assert_array_equal(roundtrip(array, accelerated), array)
+
+
+@pytest.mark.parametrize("max_workers", [1, 2])
+def test_text_and_bytes_input_decode_alike(
+    accelerated: bool, max_workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codec, "_PARALLEL_MIN_CHARS", 512)
+    value = {
+        "arrays": [np.arange(2000.0), np.eye(3, dtype=">f4")],
+        "objects": np.array([{"a": {1: 2}}, [1, 2]], dtype=object),
+        "tags": [1j, {1, 2}, datetime.datetime(2020, 1, 1)],
+        "counts": {3: {4: 5}},
+        "unknown": {"__type__": "Other", "__value__": 1},
+        "nan": math.nan,
+    }
+    text = dumps(value, accelerated=accelerated)
+    outputs = [
+        loads(raw, accelerated=accelerated, max_workers=max_workers)
+        for raw in (text, text.encode())
+    ]
+    for out in outputs:
+        np.testing.assert_array_equal(out["arrays"][0], value["arrays"][0])
+        assert out["arrays"][1].dtype == np.dtype(">f4")
+        assert out["objects"][0] == {"a": {1: 2}} and out["objects"][1] == [1, 2]
+        assert out["tags"] == value["tags"] and out["counts"] == {3: {4: 5}}
+        assert out["unknown"] == {"__type__": "Other", "__value__": 1}
+        assert math.isnan(out["nan"])
+
+
+@pytest.mark.parametrize(
+    "number", [2**64, -(2**63) - 1, 10**30, -(10**40), 2**127 - 1], ids=lambda n: f"{n:.0e}"
+)
+def test_integers_beyond_64_bits_stay_exact(accelerated: bool, number: int) -> None:
+    # Some fast JSON parsers silently turn these into floats; a result must never change.
+    value = {"outcomes": [number, number + 1], "key": {number: "x"}}
+    text = dumps(value, accelerated=accelerated)
+    for raw in (text, text.encode()):
+        out = loads(raw, accelerated=accelerated)
+        assert out == value
+        assert all(type(item) is int for item in out["outcomes"])

@@ -1,0 +1,1085 @@
+"""`make bench`: our client against the reference client and the physical limit.
+
+Starts one ``runtime-job serve`` over TLS on 127.0.0.1 (a throwaway certificate, as for
+``make compat``), then runs every scenario with three clients, each run in a fresh process
+(``bench/worker.py``) and the clients taking turns (the order rotates with each repetition):
+
+- ``ours``: ``runtime_job.RuntimeService`` (this venv's interpreter);
+- ``ref``: the reference, qiskit-ibm-runtime 0.11.2 (``.venv-compat``);
+- ``limit``: the same wire traffic by hand: ``requests``, websocket-client, ``json.loads``
+  plus numpy (this venv's interpreter).
+
+It writes a markdown report (``docs/benchmarks.md`` by default) with every figure, the
+ratios, the targets of ``shared/spec/performance.md``, the machine and the versions, and the
+raw results as JSON beside it under ``build/bench/``.
+
+Usage::
+
+    .venv/bin/python bench/run.py                      # full run (about 10 minutes)
+    .venv/bin/python bench/run.py --quick              # smoke run (under 2 minutes)
+    .venv/bin/python bench/run.py --only status,listing --out /tmp/b.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import bench_programs  # noqa: E402
+import worker  # noqa: E402
+
+CLIENTS = ("ours", "ref", "limit")
+LABELS = {"ours": "ours", "ref": "reference", "limit": "limit"}
+SCENARIOS = ("status", "completion", "streaming", "large", "listing", "submit")
+
+
+# -- plans ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """How much of each scenario to run."""
+
+    status_reps: int
+    status_calls: int
+    completion_reps: int
+    completion_jobs: int
+    stream_sizes: dict[int, int]  # jobs -> repetitions
+    stream_timeout: float
+    large_sizes: dict[int, int]  # MiB -> repetitions
+    list_jobs: int
+    list_ids: int
+    list_repeats: int
+    list_reps: int
+    submit_jobs: int
+    submit_reps: int
+
+
+FULL = Plan(
+    status_reps=5,
+    status_calls=500,
+    completion_reps=3,
+    completion_jobs=6,
+    stream_sizes={1: 3, 10: 3, 100: 2, 1000: 1},
+    stream_timeout=240.0,
+    large_sizes={20: 5, 100: 3},
+    list_jobs=1000,
+    list_ids=100,
+    list_repeats=5,
+    list_reps=3,
+    submit_jobs=200,
+    submit_reps=3,
+)
+QUICK = Plan(
+    status_reps=1,
+    status_calls=100,
+    completion_reps=1,
+    completion_jobs=2,
+    stream_sizes={1: 1, 10: 1, 50: 1},
+    stream_timeout=60.0,
+    large_sizes={4: 1},
+    list_jobs=100,
+    list_ids=20,
+    list_repeats=2,
+    list_reps=1,
+    submit_jobs=30,
+    submit_reps=1,
+)
+
+STATUS_SLEEP = 12.0
+"""Seconds the job behind ``status()`` sleeps: longer than one run's measurement."""
+COMPLETION_SLEEP = 0.3
+STREAM_COUNT, STREAM_INTERVAL = 10, 0.01
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+def _load_tls() -> Any:
+    spec = importlib.util.spec_from_file_location("compat_tls", REPO / "compat" / "tls.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+@dataclass
+class Server:
+    """A ``runtime-job serve`` subprocess over TLS, with two users."""
+
+    tmp: Path
+    workers: int
+    command: list[str] = field(default_factory=list)
+    url: str = ""
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    list_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    process: subprocess.Popen[str] | None = None
+
+    @property
+    def cert(self) -> Path:
+        return self.tmp / "tls" / "cert.pem"
+
+    def start(self) -> None:
+        cert, key = _load_tls().make_self_signed(self.tmp / "tls")
+        exe = Path(sys.executable).with_name("runtime-job")
+        serve = [str(exe)] if exe.exists() else [sys.executable, "-m", "runtime_job.cli"]
+        self.command = [
+            *serve,
+            "serve",
+            "--host", "127.0.0.1",
+            "--port", "0",
+            "--data-dir", str(self.tmp / "data"),
+            "--token", self.token,
+            "--token", self.list_token,
+            "--tls-cert", str(cert),
+            "--tls-key", str(key),
+            "--workers", str(self.workers),
+        ]  # fmt: skip
+        for program_id, path in bench_programs.PROGRAMS.items():
+            self.command += ["--program", f"{program_id}={path}"]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=open(self.tmp / "server.log", "w"),  # noqa: SIM115
+            text=True,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_raise_fd_limit,
+        )
+        assert self.process.stdout is not None
+        line = _readline(self.process.stdout, 60.0)
+        match = re.search(r"https://[^\s)]+", line or "")
+        if match is None:
+            self.stop()
+            raise SystemExit(f"bench: the server did not start:\n{line}\n{self.log_tail()}")
+        self.url = match.group(0).rstrip("/.,")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = (self.tmp / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _readline(stream: Any, timeout: float) -> str | None:
+    box: list[str] = []
+    thread = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return box[0] if box else None
+
+
+# -- running workers -----------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs ``worker.py`` for one client in a fresh process and collects its JSON."""
+
+    def __init__(self, server: Server, pythons: dict[str, str], verbose: bool) -> None:
+        self.server = server
+        self.pythons = pythons
+        self.verbose = verbose
+        self.failures: list[str] = []
+        env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+        env.update(
+            BENCH_URL=server.url,
+            BENCH_CERT=str(server.cert),
+            BENCH_TOKEN=server.token,
+            BENCH_TOKEN_LIST=server.list_token,
+            WEBSOCKET_CLIENT_CA_BUNDLE=str(server.cert),
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+            TZ="UTC",
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        self.env = env
+        os.environ.update({k: env[k] for k in env if k.startswith("BENCH_")})
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            os.environ.pop(name, None)
+
+    def run(
+        self, client: str, scenario: str, args: dict[str, Any], timeout: float = 600.0
+    ) -> dict[str, Any] | None:
+        command = [self.pythons[client], str(HERE / "worker.py"), "--client", client]
+        command += ["--scenario", scenario, "--args", json.dumps(args)]
+        label = f"{scenario} {client} {_short(args)}"
+        start = time.monotonic()
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, env=self.env, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            self._failed(label, f"no answer within {timeout:.0f} s")
+            return None
+        result = None
+        for line in done.stdout.splitlines():
+            if line.startswith(worker.RESULT_PREFIX):
+                result = json.loads(line[len(worker.RESULT_PREFIX) :])
+        if result is None or "error" in result or done.returncode != 0:
+            why = (result or {}).get("error") or f"exit {done.returncode}"
+            tail = "\n".join(done.stderr.splitlines()[-15:])
+            self._failed(label, f"{why}\n{tail}")
+            return None
+        print(
+            f"  {label:<60s} {time.monotonic() - start:5.1f} s  {_summary(scenario, result)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return result
+
+    def _failed(self, label: str, why: str) -> None:
+        self.failures.append(f"{label}: {why}")
+        print(f"  {label}: FAILED: {why}", file=sys.stderr, flush=True)
+
+    def versions(self, client: str) -> dict[str, str]:
+        command = [self.pythons[client], str(HERE / "worker.py"), "--client", client]
+        command += ["--scenario", "status", "--versions"]
+        done = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=120)
+        for line in done.stdout.splitlines():
+            if line.startswith(worker.RESULT_PREFIX):
+                found: dict[str, str] = json.loads(line[len(worker.RESULT_PREFIX) :]).get(
+                    "versions", {}
+                )
+                return found
+        return {}
+
+
+def _short(args: dict[str, Any]) -> str:
+    shown = {k: v for k, v in args.items() if k not in ("ids", "job_id")}
+    return json.dumps(shown, separators=(",", ":"))[:40]
+
+
+def _summary(scenario: str, r: dict[str, Any]) -> str:
+    if scenario == "status":
+        return " ".join(f"{k}: p50 {v['p50_ms']:.2f} ms" for k, v in r.items())
+    if scenario == "completion":
+        return f"p50 {r['p50_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
+    if scenario == "streaming":
+        return (
+            f"wall {r['wall_s']:.2f} s, worst {r['delay_max_ms']:.0f} ms, "
+            f"lost {r['lost']}, dup {r['duplicated']}, threads {r['peak_threads']}"
+        )
+    if scenario == "large":
+        return f"{r['seconds']:.3f} s, +{r['rss_growth_mib']:.0f} MiB"
+    if scenario == "listing":
+        return f"list {min(r['list_s']):.3f} s, 100 x job() {min(r['get100_s']):.3f} s"
+    if scenario == "submit":
+        return f"p50 {r['p50_ms']:.2f} ms, {r['jobs_per_s']:.0f} jobs/s"
+    return ""
+
+
+def rotations(reps: int) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """Each repetition's client order: ours, ref, limit, then rotated by one each time."""
+    for rep in range(reps):
+        k = rep % len(CLIENTS)
+        yield rep, CLIENTS[k:] + CLIENTS[:k]
+
+
+def wait_idle(raw: worker.Raw, timeout: float = 120.0) -> None:
+    """Wait until no job of the main user is queued or running."""
+    worker.wait_until(lambda: raw.get_json("/jobs?pending=true&limit=1")["count"] == 0, timeout, 0.1)
+
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+Results = dict[str, Any]
+
+
+def run_status(runner: Runner, plan: Plan, out: Results) -> None:
+    runs: dict[str, list[Any]] = {c: [] for c in CLIENTS}
+    args = {"calls": plan.status_calls, "depths": [0, 30], "sleep": STATUS_SLEEP}
+    for _rep, order in rotations(plan.status_reps):
+        for client in order:
+            result = runner.run(client, "status", args, timeout=120)
+            if result:
+                runs[client].append(result)
+    out["status"] = runs
+
+
+def run_completion(runner: Runner, plan: Plan, raw: worker.Raw, out: Results) -> None:
+    modes = {
+        "plain": {"mode": "plain"},
+        "callback": {"mode": "callback"},
+        "busy": {"mode": "plain", "background": 3},
+    }
+    out["completion"] = {}
+    for mode, extra in modes.items():
+        runs: dict[str, list[Any]] = {c: [] for c in CLIENTS}
+        args = {"jobs": plan.completion_jobs, "sleep": COMPLETION_SLEEP, **extra}
+        for _rep, order in rotations(plan.completion_reps):
+            for client in order:
+                wait_idle(raw)
+                result = runner.run(client, "completion", args, timeout=300)
+                if result:
+                    runs[client].append(result)
+        out["completion"][mode] = runs
+
+
+def run_streaming(runner: Runner, plan: Plan, raw: worker.Raw, out: Results) -> None:
+    out["streaming"] = {}
+    for n, reps in plan.stream_sizes.items():
+        runs: dict[str, list[Any]] = {c: [] for c in CLIENTS}
+        args = {
+            "jobs": n,
+            "count": STREAM_COUNT,
+            "interval": STREAM_INTERVAL,
+            "timeout": plan.stream_timeout,
+        }
+        for _rep, order in rotations(reps):
+            for client in order:
+                wait_idle(raw, 300)
+                result = runner.run(client, "streaming", args, timeout=plan.stream_timeout + 180)
+                if result:
+                    runs[client].append(result)
+        out["streaming"][str(n)] = runs
+    wait_idle(raw, 300)
+
+
+def run_large(runner: Runner, plan: Plan, raw: worker.Raw, out: Results) -> None:
+    out["large"] = {}
+    for mib, reps in plan.large_sizes.items():
+        job_id = raw.submit("bench-arrays", {"mib": mib})
+        worker.wait_until(lambda j=job_id: raw.status(j).upper() in ("COMPLETED", "FAILED"), 600, 0.1)
+        if raw.status(job_id).upper() != "COMPLETED":
+            runner.failures.append(f"large: the {mib} MiB job failed")
+            continue
+        length = len(raw.session.get(f"{raw.base}/jobs/{job_id}/results", timeout=300).content)
+        runs: dict[str, list[Any]] = {c: [] for c in CLIENTS}
+        for _rep, order in rotations(reps):
+            for client in order:
+                result = runner.run(client, "large", {"job_id": job_id}, timeout=300)
+                if result:
+                    runs[client].append(result)
+        out["large"][str(mib)] = {"runs": runs, "text_bytes": length}
+
+
+def run_listing(runner: Runner, plan: Plan, out: Results) -> None:
+    raw = worker.Raw("list")
+    ids = [raw.submit("echo", {"i": i, "note": "listing"}) for i in range(plan.list_jobs)]
+    worker.wait_until(lambda: raw.get_json("/jobs?pending=true&limit=1")["count"] == 0, 300, 0.2)
+    args = {"expected": plan.list_jobs, "ids": ids[: plan.list_ids], "repeats": plan.list_repeats}
+    runs: dict[str, list[Any]] = {c: [] for c in CLIENTS}
+    for _rep, order in rotations(plan.list_reps):
+        for client in order:
+            result = runner.run(client, "listing", args, timeout=300)
+            if result:
+                runs[client].append(result)
+    out["listing"] = {"runs": runs, "jobs": plan.list_jobs, "ids": plan.list_ids}
+
+
+def run_submit(runner: Runner, plan: Plan, raw: worker.Raw, out: Results) -> None:
+    runs: dict[str, list[Any]] = {c: [] for c in CLIENTS}
+    for _rep, order in rotations(plan.submit_reps):
+        for client in order:
+            wait_idle(raw)
+            result = runner.run(client, "submit", {"jobs": plan.submit_jobs}, timeout=300)
+            if result:
+                runs[client].append(result)
+    out["submit"] = {"runs": runs, "jobs": plan.submit_jobs}
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One line of the results table: a value per client, and how to compare them."""
+
+    key: str
+    scenario: str
+    label: str
+    unit: str
+    values: dict[str, float | None]
+    lower_is_better: bool = True
+    ratios: bool = True
+    fmt: str = "{:.2f}"
+    note: str = ""
+
+    def get(self, client: str) -> float | None:
+        return self.values.get(client)
+
+    def vs_ref(self) -> float | None:
+        """How many times better ours is than the reference (>1: we are ahead)."""
+        ours, ref = self.get("ours"), self.get("ref")
+        if not self.ratios or not ours or not ref:
+            return None
+        return ref / ours if self.lower_is_better else ours / ref
+
+    def cost(self, client: str) -> float | None:
+        """How many times worse than the limit (1.0: at the limit)."""
+        value, limit = self.get(client), self.get("limit")
+        if not self.ratios or not value or not limit:
+            return None
+        return value / limit if self.lower_is_better else limit / value
+
+    def needs_note(self) -> bool:
+        """The issue's rule: a note unless >= 2x ahead of the reference or <= 1.5x the limit."""
+        ahead, cost = self.vs_ref(), self.cost("ours")
+        if ahead is None and cost is None:
+            return False
+        return not ((ahead is not None and ahead >= 2.0) or (cost is not None and cost <= 1.5))
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and v == v]
+    return statistics.median(values) if values else None
+
+
+def _pool(runs: list[dict[str, Any]], key: str) -> list[float]:
+    return [x for r in runs for x in r.get(key, [])]
+
+
+def figures(results: Results) -> list[Figure]:
+    figs: list[Figure] = []
+
+    def per_client(fn: Callable[[list[dict[str, Any]]], float | None], runs: dict[str, Any]) -> dict[str, float | None]:
+        return {c: (fn(runs.get(c) or []) if runs.get(c) else None) for c in CLIENTS}
+
+    status = results.get("status")
+    if status:
+        for depth, what in (("depth0", ""), ("depth30", ", 30 frames deep")):
+            for q in ("p50", "p99"):
+                if depth == "depth30" and q == "p99":
+                    continue
+                figs.append(
+                    Figure(
+                        f"status-{depth}-{q}",
+                        "status",
+                        f"`status()` round trip{what}, {q}",
+                        "ms",
+                        per_client(lambda rs, d=depth, q=q: _median([r[d][f"{q}_ms"] for r in rs]), status),
+                        fmt="{:.3f}",
+                    )
+                )
+    completion = results.get("completion", {})
+    names = {
+        "plain": "completion -> `result()` returns (stream open, no callback)",
+        "callback": "same, with a callback stream open",
+        "busy": "same, while 3 other jobs stream in the process",
+    }
+    for mode, runs in completion.items():
+        for q in ("p50", "max"):
+            figs.append(
+                Figure(
+                    f"completion-{mode}-{q}",
+                    "completion",
+                    f"{names[mode]}, {q}",
+                    "ms",
+                    per_client(
+                        lambda rs, q=q: (statistics.median if q == "p50" else max)(_pool(rs, "latencies_ms")),
+                        runs,
+                    ),
+                    fmt="{:.2f}",
+                )
+            )
+    for n, runs in results.get("streaming", {}).items():
+        figs.append(
+            Figure(
+                f"streaming-{n}-wall",
+                "streaming",
+                f"{n} job{'s' if n != '1' else ''} x 10 interim results: wall time",
+                "s",
+                per_client(lambda rs: _median([r["wall_s"] for r in rs]), runs),
+                fmt="{:.3f}",
+            )
+        )
+        figs.append(
+            Figure(
+                f"streaming-{n}-delay",
+                "streaming",
+                f"{n} job{'s' if n != '1' else ''}: worst delivery delay",
+                "ms",
+                per_client(lambda rs: _median([r["delay_max_ms"] for r in rs]), runs),
+                fmt="{:.1f}",
+            )
+        )
+    for mib, entry in results.get("large", {}).items():
+        runs = entry["runs"]
+        figs.append(
+            Figure(
+                f"large-{mib}-time",
+                "large",
+                f"{mib} MiB float64 result: `result()` wall time",
+                "s",
+                per_client(lambda rs: _median([r["seconds"] for r in rs]), runs),
+                fmt="{:.3f}",
+            )
+        )
+        figs.append(
+            Figure(
+                f"large-{mib}-rss",
+                "large",
+                f"{mib} MiB result: peak RSS growth / payload",
+                "x",
+                per_client(lambda rs: _median([r["growth_x"] for r in rs]), runs),
+                fmt="{:.2f}",
+            )
+        )
+    listing = results.get("listing")
+    if listing:
+        runs = listing["runs"]
+        figs.append(
+            Figure(
+                "listing-all",
+                "listing",
+                f"`jobs(limit=None)` over {listing['jobs']} jobs",
+                "s",
+                per_client(lambda rs: _median(_pool(rs, "list_s")), runs),
+                fmt="{:.4f}",
+            )
+        )
+        figs.append(
+            Figure(
+                "listing-get",
+                "listing",
+                f"`job(id)` x {listing['ids']}",
+                "s",
+                per_client(lambda rs: _median(_pool(rs, "get100_s")), runs),
+                fmt="{:.4f}",
+            )
+        )
+    submit = results.get("submit")
+    if submit:
+        runs = submit["runs"]
+        figs.append(
+            Figure(
+                "submit-p50",
+                "submit",
+                "`run()` latency, p50",
+                "ms",
+                per_client(lambda rs: _median([r["p50_ms"] for r in rs]), runs),
+                fmt="{:.3f}",
+            )
+        )
+        figs.append(
+            Figure(
+                "submit-rate",
+                "submit",
+                f"`run()` x {submit['jobs']}, one after another: jobs per second",
+                "jobs/s",
+                per_client(lambda rs: _median([r["jobs_per_s"] for r in rs]), runs),
+                lower_is_better=False,
+                fmt="{:.0f}",
+            )
+        )
+    return figs
+
+
+# -- targets (shared/spec/performance.md) --------------------------------------------------------
+
+
+@dataclass
+class Target:
+    what: str
+    rule: str
+    measured: str
+    met: bool | None
+
+
+def targets(figs: list[Figure], results: Results) -> list[Target]:
+    by_key = {f.key: f for f in figs}
+    out: list[Target] = []
+
+    def ratio_target(key: str, what: str, bound: float, against: str = "limit") -> None:
+        fig = by_key.get(key)
+        if fig is None:
+            return
+        if against == "limit":
+            value = fig.cost("ours")
+            text = f"{_fmt_ratio(value)} limit"
+        else:
+            ours, ref = fig.get("ours"), fig.get("ref")
+            value = ours / ref if ours and ref else None
+            text = f"{_fmt_ratio(value)} reference"
+        rule = f"<= {bound}x {against if against == 'limit' else 'reference'}"
+        out.append(Target(what, rule, text, None if value is None else value <= bound))
+
+    ratio_target("status-depth0-p50", "`status()` p50", 1.2)
+    ratio_target("status-depth30-p50", "`status()` p50, 30 frames deep", 1.2)
+    ratio_target("completion-plain-p50", "completion -> `result()`, p50", 1.2)
+    ratio_target("completion-callback-p50", "same, callback stream open, p50", 1.2)
+    ratio_target("completion-busy-p50", "same, 3 other jobs streaming, p50", 1.2)
+    streaming = results.get("streaming", {})
+    for n in streaming:
+        ratio_target(f"streaming-{n}-wall", f"{n} jobs streaming: wall time", 1.2)
+        ratio_target(f"streaming-{n}-delay", f"{n} jobs streaming: worst delay", 2.0)
+    if streaming:
+        ours_runs = [r for runs in streaming.values() for r in runs.get("ours", [])]
+        lost = sum(r["lost"] + r["duplicated"] for r in ours_runs)
+        threads = max((r["peak_threads"] for r in ours_runs), default=None)
+        out.append(Target("messages lost or duplicated (every N)", "0", str(lost), lost == 0))
+        out.append(
+            Target(
+                "client threads while streaming (every N)",
+                "<= 8",
+                str(threads),
+                None if threads is None else threads <= 8,
+            )
+        )
+    for mib in results.get("large", {}):
+        time_fig, rss_fig = by_key.get(f"large-{mib}-time"), by_key.get(f"large-{mib}-rss")
+        if time_fig is None or rss_fig is None:
+            continue
+        if mib == "100":
+            ours = time_fig.get("ours")
+            cost = time_fig.cost("ours")
+            out.append(
+                Target(
+                    "100 MiB result: wall time",
+                    "<= 1.0 s, i.e. beat the naive limit",
+                    f"{_fmt(ours, '{:.2f}')} s, {_fmt_ratio(cost)} limit",
+                    None if ours is None or cost is None else (ours <= 1.0 and cost < 1.0),
+                )
+            )
+            growth = rss_fig.get("ours")
+            out.append(
+                Target(
+                    "100 MiB result: peak RSS growth",
+                    "<= 2.5x payload",
+                    f"{_fmt(growth, '{:.2f}')}x",
+                    None if growth is None else growth <= 2.5,
+                )
+            )
+        if mib == "20":
+            ratio_target("large-20-time", "20 MiB result: wall time", 0.7, against="ref")
+    ratio_target("listing-all", "`jobs(limit=None)` over 1000 jobs", 1.3)
+    ratio_target("listing-get", "`job(id)` x 100", 1.2)
+    return out
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def machine_info() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    return {
+        "cpus": f"{os.cpu_count()} ({usable} usable)",
+        "cpu": model,
+        "memory": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def git_revision() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head}{' (with uncommitted changes)' if dirty else ''}" if head else "unknown"
+
+
+def server_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("uvicorn", "fastapi", "websockets", "httptools", "orjson", "isal", "pybase64"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def render(results: Results, meta: dict[str, Any], quick: bool) -> str:
+    figs = figures(results)
+    lines: list[str] = []
+    header = (HERE / "doc_header.md").read_text()
+    lines.append(header.rstrip())
+    lines.append("")
+    related = [
+        name
+        for name in ("benchmarks-codec.md", "benchmarks-stream.md")
+        if (REPO / "docs" / name).exists()
+    ]
+    if related:
+        links = ", ".join(f"[`{n}`]({n})" for n in related)
+        lines += [f"Component benchmarks by colleagues: {links}.", ""]
+    lines.append("## This run")
+    lines.append("")
+    if quick:
+        lines += [
+            "**Quick mode** (`--quick`): small sizes and one repetition, a smoke check only. "
+            "Do not read anything into these timings.",
+            "",
+        ]
+    lines += [
+        f"- Date: {meta['date']} (UTC); total run time {meta['elapsed_s'] / 60:.1f} min.",
+        f"- Command: `{meta['command']}`",
+        f"- Code: runtime-job at git {meta['git']}.",
+        f"- Machine: {meta['machine']['cpus']} x {meta['machine']['cpu']}, "
+        f"{meta['machine']['memory']} RAM, {meta['machine']['os']}.",
+        f"- Ours and the limit: Python {meta['machine']['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in meta["versions"].get("ours", {}).items())
+        + "; codec accelerators: "
+        + (", ".join(meta.get("accelerators", [])) or "none")
+        + ".",
+        "- Reference: "
+        + ", ".join(f"{k} {v}" for k, v in meta["versions"].get("ref", {}).items())
+        + f" (`{meta['pythons']['ref']}`).",
+        f"- Server: `runtime-job serve --workers {meta['server_workers']}` over TLS on "
+        "127.0.0.1, one process, "
+        + ", ".join(f"{k} {v}" for k, v in meta["server_versions"].items())
+        + ".",
+        "",
+    ]
+    lines.append("## Results")
+    lines.append("")
+    lines.append(
+        "Lower is better except for jobs per second. **vs reference**: how many times better "
+        "ours is (above 1: we are ahead). **÷ limit**: how many times worse than the limit "
+        "(1.00: at the limit; below 1: faster than the hand-written limit). Medians over "
+        "runs unless the figure says otherwise."
+    )
+    lines.append("")
+    lines.append(
+        "| # | figure | ours | reference | limit | ours vs reference | ours ÷ limit "
+        "| reference ÷ limit |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    numbers = {s: i + 1 for i, s in enumerate(SCENARIOS)}
+    for fig in figs:
+        unit = f" {fig.unit}" if fig.unit not in ("x",) else "x"
+        cells = [
+            _fmt(fig.get(c), fig.fmt) + (unit if fig.get(c) is not None else "") for c in CLIENTS
+        ]
+        lines.append(
+            f"| {numbers[fig.scenario]} | {fig.label} | {cells[0]} | {cells[1]} | {cells[2]} "
+            f"| {_fmt_ratio(fig.vs_ref())} | {_fmt_ratio(fig.cost('ours'))} "
+            f"| {_fmt_ratio(fig.cost('ref'))} |"
+        )
+    lines.append("")
+    lines += _streaming_details(results)
+    lines += _large_details(results)
+    lines.append("## Targets (`shared/spec/performance.md`)")
+    lines.append("")
+    lines.append(
+        "The targets are ratios to the limit measured in the same run, except where the spec "
+        "gives an absolute figure (100 MiB: 1.0 s, measured on its own 2-core machine)."
+    )
+    lines.append("")
+    lines.append("| target | rule | measured | met |")
+    lines.append("|---|---|---|---|")
+    for t in targets(figs, results):
+        met = "–" if t.met is None else ("yes" if t.met else "**no**")
+        lines.append(f"| {t.what} | {t.rule} | {t.measured} | {met} |")
+    lines.append("")
+    lines.append(
+        "Not measured: the spec's rows for a server that does not stream (the client polls) "
+        "and for a server that holds each job until its client connects. Our server always "
+        "streams and runs jobs as soon as a worker is free."
+    )
+    lines.append("")
+    flagged = [f for f in figs if f.needs_note()]
+    lines.append("## Where we are neither 2x ahead of the reference nor within 1.5x of the limit")
+    lines.append("")
+    if flagged:
+        for fig in flagged:
+            lines.append(
+                f"- {fig.label}: {_fmt_ratio(fig.vs_ref())} vs reference, "
+                f"{_fmt_ratio(fig.cost('ours'))} limit."
+            )
+    else:
+        lines.append("None.")
+    lines.append("")
+    notes = HERE / "doc_notes.md"
+    if notes.exists():
+        lines.append(notes.read_text().rstrip())
+        lines.append("")
+    if meta.get("failures"):
+        lines.append("## Failed runs")
+        lines.append("")
+        for failure in meta["failures"]:
+            first = failure.splitlines()[0]
+            lines.append(f"- {first}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _streaming_details(results: Results) -> list[str]:
+    streaming = results.get("streaming")
+    if not streaming:
+        return []
+    lines = [
+        "### Concurrent streaming, in detail",
+        "",
+        f"Each job runs the `bench-stream` program: {STREAM_COUNT} interim results "
+        f"{STREAM_INTERVAL * 1000:.0f} ms apart, each carrying the instant it was published, "
+        "then the final result. The client submits the N jobs one after another with a "
+        "callback and waits until every final result has reached it. *Wall*: first `run()` "
+        "to last final result (submission included; *submit* is its share). *Delay*: "
+        "publication to callback. *Lost/dup*: interim and final messages missing or "
+        "delivered twice, summed over runs. *Threads*: peak `threading.active_count()` "
+        "during the run (sampled every 2 ms, the sampler not counted). *RSS*: growth of "
+        "the peak RSS over the RSS before the first `run()`. The limit opens one raw "
+        "websocket per job, each read by its own thread.",
+        "",
+        "| N | client | runs | wall s | submit s | worst delay ms | p50 delay ms "
+        "| lost | dup | out of order | peak threads | RSS growth MiB | complete |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    capped = []
+    for n, runs in streaming.items():
+        for client in CLIENTS:
+            rs = runs.get(client) or []
+            if not rs:
+                lines.append(f"| {n} | {LABELS[client]} | 0 | failed |||||||||")
+                continue
+            complete = all(r["complete"] for r in rs)
+            if not complete:
+                capped.append((n, client, rs))
+            lines.append(
+                f"| {n} | {LABELS[client]} | {len(rs)} "
+                f"| {_fmt(_median([r['wall_s'] for r in rs]), '{:.3f}')} "
+                f"| {_fmt(_median([r['submit_s'] for r in rs]), '{:.3f}')} "
+                f"| {_fmt(_median([r['delay_max_ms'] for r in rs]), '{:.1f}')} "
+                f"| {_fmt(_median([r['delay_p50_ms'] for r in rs]), '{:.1f}')} "
+                f"| {sum(r['lost'] for r in rs)} | {sum(r['duplicated'] for r in rs)} "
+                f"| {sum(r['out_of_order_jobs'] for r in rs)} "
+                f"| {max(r['peak_threads'] for r in rs)} "
+                f"| {_fmt(_median([r['rss_growth_mib'] for r in rs]), '{:.1f}')} "
+                f"| {'yes' if complete else 'no (capped)'} |"
+            )
+    lines.append("")
+    if capped:
+        for n, client, rs in capped:
+            got = sum(r["delivered"] for r in rs)
+            want = sum(r["expected"] for r in rs)
+            lines.append(
+                f"- {LABELS[client]} at N={n} was **capped** at {rs[0]['wall_s']:.0f} s: "
+                f"{got} of {want} messages had arrived by then."
+            )
+    else:
+        lines.append(
+            "No run needed its cap: every client delivered every message before the "
+            "per-run time limit, the reference included."
+        )
+    lines.append("")
+    return lines
+
+
+def _large_details(results: Results) -> list[str]:
+    large = results.get("large")
+    if not large:
+        return []
+    lines = [
+        "### Large results, in detail",
+        "",
+        "A `bench-arrays` job returns 8 random float64 arrays (incompressible) and their "
+        "checksum, encoded by the server's codec (base64 of zlib of `.npy`). Each run gets "
+        "the finished job, asks its status once (both clients then cache it), and times "
+        "`result()`: one `GET /jobs/{id}/results` and the decoding. The limit is "
+        "`requests` `.content` plus `json.loads` with an object hook doing base64, zlib, "
+        "`np.load`. *Growth*: peak RSS during `result()` minus RSS before it "
+        "(`/proc/self/clear_refs` resets the peak first).",
+        "",
+        "| result | body | client | runs | median s | min s | max s | peak RSS growth | growth / payload |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mib, entry in large.items():
+        for client in CLIENTS:
+            rs = entry["runs"].get(client) or []
+            if not rs:
+                continue
+            secs = [r["seconds"] for r in rs]
+            lines.append(
+                f"| {mib} MiB | {entry['text_bytes'] / 2**20:.0f} MiB | {LABELS[client]} "
+                f"| {len(rs)} | {statistics.median(secs):.3f} | {min(secs):.3f} "
+                f"| {max(secs):.3f} "
+                f"| {_fmt(_median([r['rss_growth_mib'] for r in rs]), '{:.0f}')} MiB "
+                f"| {_fmt(_median([r['growth_x'] for r in rs]), '{:.2f}')}x |"
+            )
+    lines.append("")
+    return lines
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, one repetition")
+    parser.add_argument("--out", help="the report (default: docs/benchmarks.md, or "
+                        "build/bench/benchmarks-quick.md with --quick)")
+    parser.add_argument("--json", help="raw results (default: beside the report under build/bench/)")
+    parser.add_argument("--compat-python", default=str(REPO / ".venv-compat" / "bin" / "python"),
+                        help="the reference's interpreter (default: .venv-compat/bin/python)")
+    parser.add_argument("--workers", type=int, default=8, help="server worker processes (default 8)")
+    parser.add_argument("--only", help=f"comma-separated scenarios among {','.join(SCENARIOS)}")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--render", metavar="JSON",
+                        help="only re-render the report from saved raw results")
+    args = parser.parse_args(argv)  # fmt: skip
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        target = Path(args.out) if args.out else REPO / "docs" / "benchmarks.md"
+        target.write_text(render(data["results"], data["meta"], bool(data["meta"].get("quick"))))
+        print(f"bench: wrote {target}", file=sys.stderr)
+        return 0
+
+    quick = bool(args.quick)
+    plan = QUICK if quick else FULL
+    only = [s.strip() for s in args.only.split(",")] if args.only else list(SCENARIOS)
+    unknown = set(only) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    build = REPO / "build" / "bench"
+    out = Path(args.out) if args.out else (
+        build / "benchmarks-quick.md" if quick else REPO / "docs" / "benchmarks.md"
+    )  # fmt: skip
+    json_out = Path(args.json) if args.json else build / (out.stem + ".json")
+    if not Path(args.compat_python).exists():
+        raise SystemExit(
+            f"bench: no reference interpreter at {args.compat_python}; run `make compat-setup`"
+        )
+    pythons = {"ours": sys.executable, "limit": sys.executable, "ref": args.compat_python}
+    _raise_fd_limit()
+    started = time.monotonic()
+    results: Results = {}
+    tmp = Path(tempfile.mkdtemp(prefix="runtime-job-bench-"))
+    server = Server(tmp, args.workers)
+    try:
+        server.start()
+        print(f"bench: server {server.url} ({args.workers} workers), data in {tmp}", file=sys.stderr)
+        runner = Runner(server, pythons, args.verbose)
+        versions = {c: runner.versions(c) for c in ("ours", "ref")}
+        for client, found in versions.items():
+            if not found:
+                raise SystemExit(f"bench: the {client} client cannot start:\n{runner.failures}")
+        raw = worker.Raw()
+        steps: dict[str, Callable[[], None]] = {
+            "status": lambda: run_status(runner, plan, results),
+            "completion": lambda: run_completion(runner, plan, raw, results),
+            "streaming": lambda: run_streaming(runner, plan, raw, results),
+            "large": lambda: run_large(runner, plan, raw, results),
+            "listing": lambda: run_listing(runner, plan, results),
+            "submit": lambda: run_submit(runner, plan, raw, results),
+        }
+        for name in SCENARIOS:
+            if name not in only:
+                continue
+            print(f"bench: {name}", file=sys.stderr, flush=True)
+            wait_idle(raw, 300)
+            steps[name]()
+        from runtime_job.codec import accelerators
+
+        meta = {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+            "elapsed_s": time.monotonic() - started,
+            "command": _command_line(),
+            "git": git_revision(),
+            "machine": machine_info(),
+            "versions": versions,
+            "accelerators": list(accelerators()),
+            "pythons": {k: os.path.relpath(v, REPO) if v.startswith(str(REPO)) else v
+                        for k, v in pythons.items()},
+            "server_workers": args.workers,
+            "server_versions": server_versions(),
+            "failures": runner.failures,
+            "quick": quick,
+        }  # fmt: skip
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    out.write_text(render(results, meta, quick))
+    print(f"bench: wrote {out} and {json_out} in {meta['elapsed_s'] / 60:.1f} min", file=sys.stderr)
+    if runner.failures:
+        print(f"bench: {len(runner.failures)} run(s) failed:", file=sys.stderr)
+        for failure in runner.failures:
+            print(f"  - {failure.splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _command_line() -> str:
+    command = os.environ.get("BENCH_COMMAND")
+    if command:
+        return command
+    try:
+        exe = os.path.relpath(sys.executable, Path.cwd())
+        script = os.path.relpath(sys.argv[0], Path.cwd())
+    except ValueError:
+        exe, script = sys.executable, sys.argv[0]
+    return shlex.join([exe, script, *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
