@@ -82,6 +82,8 @@ _IN_CHUNK: Final[int] = 4 * 1024 * 1024  # compressed bytes fed to zlib per call
 _OUT_CHUNK: Final[int] = 16 * 1024 * 1024  # most bytes zlib may return per call
 _HEAD_CHARS: Final[int] = 1024  # base64 characters decoded first to find the .npy header
 _PARALLEL_MIN_CHARS: int = 256 * 1024  # base64 values at least this long inflate on a worker
+_LIFT_MIN_CHARS: int = 64 * 1024  # string literals this long are lifted out before parsing
+_LIFT_MIN_BYTES_PER_QUOTE: Final[int] = 4096  # lift only when quotes are this sparse
 _B64_CHUNK_CHARS: Final[int] = 2 * 1024 * 1024  # base64 characters decoded per step
 _SPLICE_MIN_CHARS: Final[int] = 4096  # base64 values at least this long skip JSON escaping
 _MAX_WORKERS: Final[int] = 4
@@ -425,7 +427,7 @@ def _as_hashable(value: Any) -> Any:
     return value
 
 
-def _excerpt(data: str | bytes, limit: int = 80) -> str:
+def _excerpt(data: str | bytes | memoryview, limit: int = 80) -> str:
     text = data if isinstance(data, str) else bytes(data[:limit]).decode("utf-8", "replace")
     return text[:limit] + ("..." if len(data) > limit else "")
 
@@ -719,7 +721,7 @@ class _Budget:
             self._remaining -= size
 
 
-def _b64decode(backend: _Backend, text: str, what: str) -> bytes:
+def _b64decode(backend: _Backend, text: str | bytes | memoryview, what: str) -> bytes:
     """Decode base64 like the reference (stray characters ignored), fast when well formed."""
     try:
         return backend.b64decode_strict(text)
@@ -729,7 +731,7 @@ def _b64decode(backend: _Backend, text: str, what: str) -> bytes:
         return binascii.a2b_base64(text)
     except (binascii.Error, ValueError) as err:
         raise ResultDecodingError(
-            f"Invalid base64 in {what} payload ({err})", excerpt=_excerpt(text)
+            f"Invalid base64 in {what} payload ({err})", excerpt=_excerpt(text[:100])
         ) from err
 
 
@@ -834,9 +836,9 @@ def _refuse_objects(dtype: np.dtype[Any]) -> None:
 class _NpyJob:
     """Decodes one base64 ``.npy`` payload: the header now, the data now or on a worker."""
 
-    def __init__(self, backend: _Backend, text: str, budget: _Budget) -> None:
+    def __init__(self, backend: _Backend, text: str | _Blob, budget: _Budget) -> None:
         self._backend = backend
-        self._text = text
+        self._text: str | _Blob = text
         header = self._read_header()
         _refuse_objects(header.dtype)
         budget.reserve(header.data_offset + header.nbytes, "an ndarray payload")
@@ -853,11 +855,10 @@ class _NpyJob:
         text = self._text
         chars = _HEAD_CHARS
         while True:
-            prefix = text if chars >= len(text) else text[:chars]
             try:
-                compressed = self._backend.b64decode_strict(prefix)
+                compressed = self._backend.b64decode_strict(text[:chars])
             except (binascii.Error, ValueError):
-                compressed = _b64decode(self._backend, text, "ndarray")
+                compressed = _b64decode(self._backend, text[0:], "ndarray")
                 chars = len(text)
             decompressor = self._backend.decompressobj()
             try:
@@ -865,14 +866,15 @@ class _NpyJob:
             except Exception as err:
                 raise ResultDecodingError(
                     f"Corrupt compressed data in ndarray payload ({err})",
-                    excerpt=_excerpt(text),
+                    excerpt=_excerpt(text[:100]),
                 ) from err
             header = _parse_npy_header(head)
             if header is not None:
                 return header
             if chars >= len(text) or len(head) >= 16 + _NPY_MAX_HEADER:
                 raise ResultDecodingError(
-                    "Truncated ndarray payload: no complete .npy header", excerpt=_excerpt(text)
+                    "Truncated ndarray payload: no complete .npy header",
+                    excerpt=_excerpt(text[:100]),
                 )
             chars *= 4
 
@@ -946,8 +948,10 @@ def _drain(feed: queue.SimpleQueue[Any]) -> Iterator[bytes]:
         yield item
 
 
-def _load_npy_fallback(backend: _Backend, text: str, budget: _Budget) -> np.ndarray[Any, Any]:
-    raw = _inflate(backend, _b64decode(backend, text, "ndarray"), budget, "ndarray")
+def _load_npy_fallback(
+    backend: _Backend, text: str | _Blob, budget: _Budget
+) -> np.ndarray[Any, Any]:
+    raw = _inflate(backend, _b64decode(backend, text[0:], "ndarray"), budget, "ndarray")
     try:
         array: np.ndarray[Any, Any] = np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as err:
@@ -980,6 +984,119 @@ def _object_array(value: Any, shape: Any) -> np.ndarray[Any, Any]:
     return array
 
 
+class _Blob:
+    """A long string literal of the caller's document, left where it is.
+
+    Slicing gives ``str`` pieces (for a text document) or zero-copy ``memoryview`` pieces
+    (for bytes), which is all base64 decoding needs.
+    """
+
+    def __init__(self, source: str | memoryview, start: int, end: int) -> None:
+        self._source = source
+        self._start = start
+        self._end = end
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def __getitem__(self, index: slice) -> str | memoryview:
+        start, stop, _ = index.indices(len(self))
+        return self._source[self._start + start : self._start + stop]
+
+    def text(self) -> str:
+        """The literal's text (it holds no escapes)."""
+        piece = self._source[self._start : self._end]
+        return piece if isinstance(piece, str) else bytes(piece).decode("utf-8")
+
+
+class _Blobs:
+    """The literals lifted out of one document, keyed by their placeholders."""
+
+    def __init__(self, prefix: str, blobs: list[_Blob]) -> None:
+        self._prefix = prefix
+        self._blobs: list[_Blob | None] = list(blobs)
+
+    def take(self, value: object) -> _Blob | None:
+        """The blob a placeholder stands for (each is handed out once), else ``None``."""
+        if type(value) is not str or not value.startswith(self._prefix):
+            return None
+        index = int(value[len(self._prefix) :])
+        blob, self._blobs[index] = self._blobs[index], None
+        return blob
+
+
+def _lift_blobs(text: str | bytes) -> tuple[str, _Blobs] | None:
+    """Lift long ``"__value__": "..."`` string literals out of a JSON document.
+
+    ``json.loads`` copies every string it reads, and for ``bytes`` it first copies the whole
+    document to ``str``; for a result that is mostly base64 that is two needless copies of
+    it. Here a lexer that tracks only quotes and backslashes (exact for JSON strings) finds
+    the long literals that are values of a ``"__value__"`` key, and replaces each with a
+    short placeholder; ``json.loads`` then parses only the small remainder. It runs only
+    when quotes are sparse, so it costs a few microseconds per literal, and returns ``None``
+    (parse normally) whenever in doubt.
+    """
+    size = len(text)
+    if size < _LIFT_MIN_CHARS * 2:
+        return None
+    if isinstance(text, str):
+        source: str | memoryview = text
+        quote: Any = '"'
+        backslash: Any = "\\"
+        key: Any = '"__value__"'
+    else:
+        if json.detect_encoding(text) != "utf-8" or text[:3] == b"\xef\xbb\xbf":
+            return None
+        source = memoryview(text)
+        quote, backslash, key = b'"', b"\\", b'"__value__"'
+    if text.count(quote) * _LIFT_MIN_BYTES_PER_QUOTE > size:
+        return None
+    prefix = f"\x00runtime-job-{uuid.uuid4().hex}:"
+    pieces: list[str] = []
+    blobs: list[_Blob] = []
+    copied = 0
+    previous = (0, 0)  # span of the last string literal, quotes included
+    position = 0
+    while (start := text.find(quote, position)) >= 0:
+        end = text.find(quote, start + 1)
+        while end >= 0 and _escaped(text, end, backslash):
+            end = text.find(quote, end + 1)
+        if end < 0:
+            return None  # unterminated string: let json report it
+        if (
+            end - start - 1 >= _LIFT_MIN_CHARS
+            and text[previous[0] : previous[1]] == key
+            and _is_colon(text[previous[1] : start])
+            and text.find(backslash, start, end) < 0
+        ):
+            pieces.append(_as_text(text[copied:start]))
+            pieces.append(json.dumps(f"{prefix}{len(blobs)}"))
+            blobs.append(_Blob(source, start + 1, end))
+            copied = end + 1
+        previous = (start, end + 1)
+        position = end + 1
+    if not blobs:
+        return None
+    pieces.append(_as_text(text[copied:]))
+    return "".join(pieces), _Blobs(prefix, blobs)
+
+
+def _escaped(text: str | bytes, index: int, backslash: Any) -> bool:
+    """Whether the character at ``index`` follows an odd number of backslashes."""
+    count = 0
+    while index - count - 1 >= 0 and text[index - count - 1 : index - count] == backslash:
+        count += 1
+    return count % 2 == 1
+
+
+def _is_colon(gap: str | bytes) -> bool:
+    return gap.strip() in (":", b":")
+
+
+def _as_text(piece: str | bytes) -> str:
+    return piece if isinstance(piece, str) else piece.decode("utf-8")
+
+
 class _DecodeSession:
     """State of one decode call: its limits, allow-list and worker threads."""
 
@@ -999,6 +1116,7 @@ class _DecodeSession:
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
         self._pending: collections.deque[Future[None]] = collections.deque()
+        self._blobs: _Blobs | None = None
         self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "datetime": self._datetime,
             "complex": self._complex,
@@ -1019,6 +1137,8 @@ class _DecodeSession:
 
     def hook(self, obj: dict[str, Any]) -> Any:
         """Called by the JSON parser for every object, innermost first."""
+        if self._blobs is not None and "__value__" in obj:
+            self._restore_blob(obj)
         if "__type__" in obj:
             tag = obj["__type__"]
             if "__value__" in obj and isinstance(tag, str):
@@ -1036,7 +1156,17 @@ class _DecodeSession:
         decoded (and its base64 text freed) while the rest of the document is still read.
         """
         try:
-            result = json.loads(text, object_hook=self.hook, **(json_options or {}))
+            lifted = None if json_options else _lift_blobs(text)
+            if lifted is None:
+                result = json.loads(text, object_hook=self.hook, **(json_options or {}))
+            else:
+                skeleton, self._blobs = lifted
+                try:
+                    result = json.loads(skeleton, object_hook=self.hook)
+                except json.JSONDecodeError:
+                    # Report the error against the caller's document, not our skeleton.
+                    self._blobs = None
+                    result = json.loads(text, object_hook=self.hook)
             self._wait_all()
             return result
         except RecursionError as err:
@@ -1045,6 +1175,13 @@ class _DecodeSession:
             ) from err
         finally:
             self.close()
+
+    def _restore_blob(self, obj: dict[str, Any]) -> None:
+        """Put a lifted ``__value__`` back: as a zero-copy view for arrays, else as text."""
+        assert self._blobs is not None
+        blob = self._blobs.take(obj["__value__"])
+        if blob is not None:
+            obj["__value__"] = blob if obj.get("__type__") == "ndarray" else blob.text()
 
     def rebuild(self, value: Any) -> Any:
         """Apply the tag rules to an already parsed JSON value (innermost first)."""
@@ -1116,7 +1253,7 @@ class _DecodeSession:
 
     def _ndarray(self, obj: dict[str, Any]) -> Any:
         value = obj["__value__"]
-        if not isinstance(value, str):
+        if not isinstance(value, (str, _Blob)):
             return _object_array(value, obj.get("__shape__"))
         try:
             job = _NpyJob(self.backend, value, self.budget)
