@@ -235,3 +235,28 @@ def test_wrong_token_is_not_authorized(server: LocalRuntimeServer) -> None:
     ):
         svc.jobs()
     assert TOKEN not in repr(svc)
+
+
+def test_cancel_result_streaming_stops_callbacks(service: RuntimeService) -> None:
+    recorder = Recorder()
+    job = service.run("stream", inputs={"count": 200, "interval": 0.01}, callback=recorder)
+    deadline = time.monotonic() + 20
+    while len(recorder.seen) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    job.cancel_result_streaming()
+    assert not job._is_streaming()
+    count = len(recorder.seen)
+    time.sleep(0.2)
+    assert len(recorder.seen) == count < 200
+    job.cancel_result_streaming()  # nothing streaming: no error
+    job.cancel()
+
+
+def test_cancel_result_streaming_after_the_stream_ended(service: RuntimeService) -> None:
+    recorder = Recorder()
+    job = service.run("hello-world", inputs={"iterations": 1}, callback=recorder)
+    job.result(timeout=30)
+    assert not job._is_streaming()
+    job.cancel_result_streaming()
+    assert len(recorder.seen) == 2
