@@ -65,6 +65,8 @@ class LocalBackend:
 def hello_world(backend: LocalBackend, user_messenger: UserMessenger, iterations: int = 3) -> str:
     """Publish ``{"iteration": i}`` for ``i`` in ``1..iterations``; return ``"Hello, World!"``.
 
+    Each iteration is also printed, so the job has logs to show.
+
     Args:
         backend: The backend.
         user_messenger: Where interim results go.
@@ -74,6 +76,7 @@ def hello_world(backend: LocalBackend, user_messenger: UserMessenger, iterations
         ``"Hello, World!"``.
     """
     for i in range(1, int(iterations) + 1):
+        print(f"iteration {i} on {backend.name}", flush=True)
         user_messenger.publish({"iteration": i})
     return "Hello, World!"
 
