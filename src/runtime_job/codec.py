@@ -477,7 +477,7 @@ def _npy_b64(backend: _Backend, array: np.ndarray[Any, Any]) -> str:
 
 
 def _qpy_bytes(program: Any) -> bytes:
-    qpy = sys.modules["qiskit.qpy"]
+    qpy = importlib.import_module("qiskit.qpy")
     buffer = io.BytesIO()
     qpy.dump(program, buffer)
     return buffer.getvalue()
@@ -585,7 +585,7 @@ class RuntimeEncoder(json.JSONEncoder):
             return {"__type__": "ndarray", "__value__": self._blob(_npy_b64(self._backend, o))}
         if isinstance(o, (set, frozenset)):
             return {"__type__": "set", "__value__": _with_int_key_flags(list(o))}
-        qiskit_loaded = "qiskit" in sys.modules
+        qiskit_loaded = sys.modules.get("qiskit") is not None
         if qiskit_loaded:
             from qiskit.result import Result
 
@@ -618,7 +618,7 @@ class RuntimeEncoder(json.JSONEncoder):
                 stacklevel=2,
             )
             return None
-        if "scipy.sparse" in sys.modules:
+        if sys.modules.get("scipy.sparse") is not None:
             import scipy.sparse
 
             if scipy.sparse.issparse(o):
