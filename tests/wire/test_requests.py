@@ -253,7 +253,7 @@ def test_credentials_dropped_on_cross_host_redirect(
         headers={"Location": "http://elsewhere.test/blob"},
     )
     rsps.get("http://elsewhere.test/blob", body="result")
-    assert client.job_results("j1") == "result"
+    assert client.job_results("j1") == b"result"
     assert rsps.calls[0].request.headers["X-Access-Token"] == TOKEN
     assert "X-Access-Token" not in rsps.calls[1].request.headers
 
@@ -365,7 +365,7 @@ def test_paths_are_quoted(
 def test_text_endpoints_return_text(rsps: responses.RequestsMock, client: RuntimeClient) -> None:
     for name in ("results", "interim_results", "logs", "metrics"):
         rsps.get(f"{LOCAL_URL}/jobs/j1/{name}", body=f"text of {name}")
-    assert client.job_results("j1") == "text of results"
+    assert client.job_results("j1") == b"text of results"
     assert client.job_interim_results("j1") == "text of interim_results"
     assert client.job_logs("j1") == "text of logs"
     assert client.job_metadata("j1") == "text of metrics"

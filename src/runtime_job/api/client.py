@@ -342,19 +342,22 @@ class RuntimeClient:
         _validated(JobListResponse, data, "job list", response)
         return data
 
-    def job_results(self, job_id: str) -> str:
-        """``GET /jobs/{id}/results``: the result text.
+    def job_results(self, job_id: str) -> bytes:
+        """``GET /jobs/{id}/results``: the result, as the body's UTF-8 bytes.
+
+        Bytes, not text: results can be hundreds of MB, and the decoders read bytes directly,
+        which spares a decoded copy.
 
         Args:
             job_id: The job.
 
         Returns:
-            The body text (JSON from the program's codec, ``{"url": ...}``, or an error text).
+            The body (JSON from the program's codec, ``{"url": ...}``, or an error text).
 
         Raises:
             RequestsApiError: The request failed.
         """
-        return self._session.request("GET", f"/jobs/{_q(job_id)}/results").text
+        return self._session.request("GET", f"/jobs/{_q(job_id)}/results").content
 
     def job_interim_results(self, job_id: str) -> str:
         """``GET /jobs/{id}/interim_results``: the interim results text.

@@ -19,8 +19,8 @@ class JobApi(Protocol):
         """``GET /jobs/{id}``: the job as a JSON object."""
         ...
 
-    def job_results(self, job_id: str) -> str:
-        """``GET /jobs/{id}/results``: the result text."""
+    def job_results(self, job_id: str) -> str | bytes:
+        """``GET /jobs/{id}/results``: the result text (or its UTF-8 bytes)."""
         ...
 
     def job_interim_results(self, job_id: str) -> str:
