@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -28,6 +27,7 @@ from .api.params import (
     ProxyConfiguration,
 )
 from .backend import Backend, IBMRetiredBackend
+from .config import resolve_config
 from .exceptions import (
     IBMInputValueError,
     IBMRuntimeError,
@@ -63,13 +63,17 @@ class RuntimeService:
     """Entry point to a runtime service: submit, find and delete jobs.
 
     Settings come from, in order: the arguments, the environment (``QISKIT_IBM_TOKEN``,
-    ``QISKIT_IBM_URL``, ``QISKIT_IBM_CHANNEL``, ``QISKIT_IBM_INSTANCE``), and otherwise the
-    local runtime server (started in the background or joined).
+    ``QISKIT_IBM_URL``, ``QISKIT_IBM_CHANNEL``, ``QISKIT_IBM_INSTANCE``), a saved account of
+    ``~/.qiskit/qiskit-ibm.json`` (read only), and otherwise the local runtime server
+    (started in the background or joined). See :mod:`runtime_job.config` and
+    ``docs/configuration.md``.
 
     Args:
         channel: ``"ibm_quantum"``, ``"ibm_cloud"`` or ``"local"``.
         token: API token (for ``local``, the server's token).
         url: Authentication URL (ibm_quantum), cloud URL (ibm_cloud) or server URL (local).
+        filename: The account file to read instead of ``~/.qiskit/qiskit-ibm.json``.
+        name: Use the saved account of this name (the environment is then not read).
         instance: ``hub/group/project`` (ibm_quantum) or CRN (ibm_cloud).
         proxies: Proxy settings (``{"urls": {...}}``), used for every connection.
         verify: TLS verification: ``True``, ``False`` or a CA bundle path.
@@ -83,6 +87,8 @@ class RuntimeService:
         channel: str | None = None,
         token: str | None = None,
         url: str | None = None,
+        filename: str | None = None,
+        name: str | None = None,
         instance: str | None = None,
         proxies: ProxyConfiguration | Mapping[str, Any] | None = None,
         verify: bool | str | None = None,
@@ -91,18 +97,13 @@ class RuntimeService:
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         data_dir: str | None = None,
     ) -> None:
-        env = os.environ
-        token = token or env.get("QISKIT_IBM_TOKEN") or None
-        url = url or env.get("QISKIT_IBM_URL") or None
-        channel = channel or env.get("QISKIT_IBM_CHANNEL") or None
-        instance = instance or env.get("QISKIT_IBM_INSTANCE") or None
-        if channel is None:
-            channel = "ibm_quantum" if token else "local"
-            if channel == "local":
-                logger.info("No account configured: using the local runtime server.")
+        config = resolve_config(
+            channel, token, url, instance, proxies, verify, name=name, filename=filename
+        )
+        channel, token, url, instance = config.channel, config.token, config.url, config.instance
         common: dict[str, Any] = {
-            "proxies": proxies,
-            "verify": True if verify is None else verify,
+            "proxies": config.proxies,
+            "verify": True if config.verify is None else config.verify,
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
         }
