@@ -39,6 +39,7 @@ from .exceptions import (
     WebsocketError,
 )
 from .job import RuntimeJob
+from .monitor import jobs_html, monitor
 from .options import RuntimeOptions
 from .service import QiskitRuntimeService, RuntimeService
 from .status import JOB_FINAL_STATES, JobStatus
@@ -82,4 +83,6 @@ __all__ = [
     "RuntimeService",
     "WebsocketError",
     "__version__",
+    "jobs_html",
+    "monitor",
 ]

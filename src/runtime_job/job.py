@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import codec
-from .api.models import JobResponse, parse
+from .api.models import JobResponse, JobState, parse
 from .api.protocol import (
     ExternalResultApi,
     JobApi,
@@ -56,6 +57,7 @@ from .timing import DEFAULT_POLL_POLICY, Deadline, PollPolicy
 if TYPE_CHECKING:
     from .api.params import ClientParameters
     from .backend import Backend
+    from .futures import DoneCallback, JobHooks, StatusCallback
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +189,8 @@ class RuntimeJob:
         self._stream: _JobStream | None = None
         self._stream_final = False
         self._callback_error: BaseException | None = None
+        self._queue_position: int | None = None
+        self._hooks: JobHooks | None = None  # status callbacks and the watcher (futures.py)
 
         self._interim_result_decoder, self._final_result_decoder = resolve_decoders(
             result_decoder, program_id
@@ -557,6 +561,8 @@ class RuntimeJob:
                 if self._status not in JOB_FINAL_STATES:
                     self._status = JobStatus.DONE
                     self._error_message = None
+                    self._queue_position = None
+                    self._status_changed()
                 if decoded and frame.payload:
                     self._results, self._has_results = value, True
                 elif frame.payload:
@@ -606,6 +612,111 @@ class RuntimeJob:
                 f"The result callback of job {self._job_id} raised: {err!r}"
             ) from err
 
+    # ------------------------------------------------------------ futures, asyncio, progress
+
+    def to_future(self) -> Future[Any]:
+        """A :class:`concurrent.futures.Future` of the job's result.
+
+        It resolves as :meth:`result` would: with the decoded result, or with the exception
+        it would raise (job failed, ran too long, cancelled, undecodable result). One shared
+        watcher feeds every such future from the jobs' streams, or by polling, without a
+        thread per job (see ``docs/async-and-futures.md``). Cancelling the future does not
+        cancel the job: it only stops that future waiting.
+
+        Returns:
+            A new future (each call gives another one).
+        """
+        from .futures import default_watcher
+
+        return default_watcher().future(self)
+
+    def add_done_callback(self, fn: DoneCallback) -> None:
+        """Call ``fn(job)`` once when the job is final (soon, if it already is).
+
+        ``fn`` runs on a library thread (``runtime-job-callbacks-N``), after the callbacks
+        queued before it; what it raises is logged with the job id.
+
+        Args:
+            fn: Called with this job.
+        """
+        from .futures import default_watcher
+
+        default_watcher().add_done_callback(self, fn)
+
+    def add_status_callback(self, fn: StatusCallback) -> None:
+        """Call ``fn(job_id, status, queue_position)`` on each change of the job's status.
+
+        Each transition (e.g. QUEUED, RUNNING, DONE) is told once and in order, on a library
+        thread; a known status is told at once. ``queue_position`` is the job's place in the
+        queue when it is queued and the server says, else ``None``. While the job is not
+        final, its status is polled in the background with a back-off.
+
+        Args:
+            fn: The status callback; what it raises is logged with the job id.
+        """
+        from .futures import add_status_callback
+
+        add_status_callback(self, fn)
+
+    def remove_status_callback(self, fn: StatusCallback) -> bool:
+        """Stop calling ``fn`` on status changes.
+
+        Args:
+            fn: A callback given to :meth:`add_status_callback`.
+
+        Returns:
+            Whether ``fn`` was registered.
+        """
+        from .futures import remove_status_callback
+
+        return remove_status_callback(self, fn)
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        """Wait for the job without blocking the event loop, and return its result.
+
+        Works inside an already running loop (Jupyter) and under ``asyncio.run``.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits as long as it takes.
+
+        Returns:
+            The decoded result, as :meth:`result` returns it.
+
+        Raises:
+            RuntimeJobTimeoutError: The job did not finish in time.
+            RuntimeJobFailureError: The job failed.
+            RuntimeJobMaxTimeoutError: The job ran longer than its maximum execution time.
+            RuntimeInvalidStateError: The job was cancelled.
+            ResultDecodingError: The result could not be decoded.
+        """
+        from .aio import result_async
+
+        return await result_async(self, timeout)
+
+    def interim_results_async(
+        self, decoder: type[ResultDecoder] | None = None
+    ) -> AsyncGenerator[Any, None]:
+        """Iterate over the job's interim results as they arrive: ``async for r in ...``.
+
+        Every interim result comes once, in order (from the start of the job), then the
+        iteration ends when the job is final. The loop is never blocked.
+
+        Args:
+            decoder: Decoder for interim results (default: the job's interim decoder).
+
+        Returns:
+            An asynchronous generator of decoded interim results (``aclose()`` it, or use
+            :func:`contextlib.aclosing`, to stop early and close the stream at once).
+        """
+        from .aio import interim_results_async
+
+        return interim_results_async(self, decoder)
+
+    def _repr_html_(self) -> str:
+        from .monitor import job_html
+
+        return job_html(self)
+
     # ------------------------------------------------------------------------------ helpers
 
     def _get_job(self) -> dict[str, Any]:
@@ -624,6 +735,7 @@ class RuntimeJob:
         state = response.state
         raw_status = state.status if state else None
         reason = state.reason if state else None
+        queue_position = _queue_position(state)
         with self._lock:
             if reason:
                 self._reason = reason.upper()
@@ -636,14 +748,24 @@ class RuntimeJob:
         with self._lock:
             if self._status in JOB_FINAL_STATES:
                 return
+            changed = new_status is not self._status
             self._status = new_status
             self._error_message = error_message
+            self._queue_position = queue_position if new_status is JobStatus.QUEUED else None
             if new_status in JOB_FINAL_STATES:
                 self._changed.notify_all()
+            if changed:
+                self._status_changed()
 
-    def _resolve_external(self, raw: str) -> str | bytes:
+    def _status_changed(self) -> None:
+        """Tell the job's hooks (``runtime_job.futures``) the new status; lock held."""
+        hooks = self._hooks
+        if hooks is not None:
+            hooks.status_changed(self, self._status, self._queue_position)
+
+    def _resolve_external(self, raw: str | bytes) -> str | bytes:
         """Download a result stored elsewhere: a small JSON object with a ``url`` key."""
-        if not raw or len(raw) > _EXTERNAL_REF_MAX_CHARS or not raw.lstrip().startswith("{"):
+        if not raw or len(raw) > _EXTERNAL_REF_MAX_CHARS or raw.lstrip()[:1] not in ("{", b"{"):
             return raw
         try:
             value = json.loads(raw)
@@ -677,6 +799,12 @@ def _check_timeout(timeout: float | None) -> None:
         raise IBMInputValueError(
             f"timeout must be a positive number of seconds or None, not {timeout!r}"
         )
+
+
+def _queue_position(state: JobState | None) -> int | None:
+    """``state.queue_position`` when the server sends one (our server does, for queued jobs)."""
+    value = (state.model_extra or {}).get("queue_position") if state is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _decode_params(params: Any) -> Any:
