@@ -15,10 +15,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +33,7 @@ from .api.protocol import (
     StreamFrame,
     StreamingApi,
     StreamSubscription,
+    call_deadline,
 )
 from .decoders import ResultDecoder, resolve_decoders
 from .exceptions import (
@@ -44,6 +46,7 @@ from .exceptions import (
     RuntimeJobFailureError,
     RuntimeJobMaxTimeoutError,
     RuntimeJobTimeoutError,
+    UserTimeoutExceededError,
 )
 from .status import (
     JOB_FINAL_STATES,
@@ -327,23 +330,25 @@ class RuntimeJob:
         default = chosen is self._final_result_decoder
         if default and self._has_results:
             return self._results
-        self.wait_for_final_state(timeout)
-        self._raise_callback_error()
-        if self._status is JobStatus.ERROR:
-            message = self._reason if self._reason else self._error_message
-            if self._reason == RAN_TOO_LONG:
-                raise RuntimeJobMaxTimeoutError(message)
-            raise RuntimeJobFailureError(f"Unable to retrieve job result. {message}")
-        if self._status is JobStatus.CANCELLED:
-            raise RuntimeInvalidStateError(
-                f"Unable to retrieve result for job {self._job_id}. Job was cancelled."
-            )
-        with self._lock:
-            if default and self._has_results:
-                return self._results
-            raw: str | bytes | None = self._final_payload
-        if raw is None:
-            raw = self._resolve_external(self._api_client.job_results(job_id=self._job_id))
+        deadline = Deadline(timeout)
+        with self._deadline_scope(deadline, timeout):
+            self._wait_until_final(deadline, timeout)
+            self._raise_callback_error()
+            if self._status is JobStatus.ERROR:
+                message = self._reason if self._reason else self._error_message
+                if self._reason == RAN_TOO_LONG:
+                    raise RuntimeJobMaxTimeoutError(message)
+                raise RuntimeJobFailureError(f"Unable to retrieve job result. {message}")
+            if self._status is JobStatus.CANCELLED:
+                raise RuntimeInvalidStateError(
+                    f"Unable to retrieve result for job {self._job_id}. Job was cancelled."
+                )
+            with self._lock:
+                if default and self._has_results:
+                    return self._results
+                raw: str | bytes | None = self._final_payload
+            if raw is None:
+                raw = self._resolve_external(self._api_client.job_results(job_id=self._job_id))
         value = self._decode(chosen, raw) if raw else None
         if default and raw:
             with self._lock:
@@ -433,6 +438,21 @@ class RuntimeJob:
         """
         _check_timeout(timeout)
         deadline = Deadline(timeout)
+        with self._deadline_scope(deadline, timeout):
+            self._wait_until_final(deadline, timeout)
+
+    @contextlib.contextmanager
+    def _deadline_scope(self, deadline: Deadline, timeout: float | None) -> Iterator[None]:
+        """Bound every request made inside by ``deadline``; running out is a job timeout."""
+        try:
+            with call_deadline(deadline):
+                yield
+        except UserTimeoutExceededError as err:
+            raise RuntimeJobTimeoutError(
+                f"Timed out waiting for job to complete after {timeout} secs."
+            ) from err
+
+    def _wait_until_final(self, deadline: Deadline, timeout: float | None) -> None:
         if self._status not in JOB_FINAL_STATES:
             self._refresh_status()
         if self._status not in JOB_FINAL_STATES:

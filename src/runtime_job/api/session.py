@@ -47,9 +47,11 @@ from ..exceptions import (
     AuthenticationLicenseError,
     IBMNotAuthorizedError,
     RequestsApiError,
+    UserTimeoutExceededError,
 )
-from ..timing import clock
+from ..timing import Deadline, clock
 from .params import ClientParameters
+from .protocol import current_call_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ BODY_EXCERPT_CHARS: Final = 500
 """Characters of a response body kept in error messages and exceptions."""
 REQUEST_ID_HEADERS: Final = ("X-Request-Id", "X-Correlation-Id", "X-Global-Transaction-Id")
 """Response headers that may carry the server's request id, in order of preference."""
+DEADLINE_CHUNK_BYTES: Final = 64 * 1024
+"""Under a caller's deadline, a response body is read this much at a time, checking the time."""
 
 _SECRET_QUERY_KEYS: Final = frozenset({"access_token", "token", "apitoken", "apikey", "api_key"})
 _REDACTED: Final = "<redacted>"
@@ -736,9 +740,12 @@ class HttpSession:
             all_headers.setdefault("Content-Type", "application/json")
         send_timeout = self._timeout(timeout)
         attempts = _Attempts(self.retry_policy)
+        deadline = current_call_deadline()
 
         while True:
             attempts.sent += 1
+            if deadline is not None:
+                send_timeout = self._within(deadline, self._timeout(timeout), method, safe_url)
             logger.debug(
                 "Request %s %s (attempt %d, timeout %s)",
                 method,
@@ -758,8 +765,13 @@ class HttpSession:
                     verify=self._params.verify,
                     proxies=self._params.connection_parameters().get("proxies") or {},
                     allow_redirects=True,
+                    stream=deadline is not None,
                 )
+                if deadline is not None:
+                    _read_body_by(response, deadline, method, safe_url)
             except requests.RequestException as err:
+                if deadline is not None and deadline.expired():
+                    raise _deadline_error(method, safe_url) from err
                 kind = _failure_kind(err)
                 may_retry = kind == "connect" or (
                     kind == "read" and self._may_resend(method, url, all_headers, idempotent)
@@ -772,6 +784,7 @@ class HttpSession:
                         safe_url,
                         attempts,
                         _describe(err),
+                        deadline,
                     )
                     continue
                 sent_url = err.request.url if err.request is not None else None
@@ -788,7 +801,7 @@ class HttpSession:
             if wait is None:
                 raise self._http_error(response, method, scrub_url(response.url or url), attempts)
             attempts.take("status")
-            self._sleep(wait, method, safe_url, attempts, f"HTTP {response.status_code}")
+            self._sleep(wait, method, safe_url, attempts, f"HTTP {response.status_code}", deadline)
 
     def request_json(self, method: str, path: str, *, what: str = "response", **kwargs: Any) -> Any:
         """:meth:`request`, then :func:`decode_json` on the response.
@@ -860,9 +873,30 @@ class HttpSession:
             return retry_after
         return policy.backoff(attempts.retries + 1, self._random.random())
 
+    def _within(
+        self, deadline: Deadline, timeout: tuple[float, float], method: str, safe_url: str
+    ) -> tuple[float, float]:
+        """``timeout`` shortened to the time left before ``deadline`` (none left: an error)."""
+        left = deadline.remaining()
+        if left is None:
+            return timeout
+        if left <= 0:
+            raise _deadline_error(method, safe_url)
+        return (min(timeout[0], left), min(timeout[1], left))
+
     def _sleep(
-        self, seconds: float, method: str, safe_url: str, attempts: _Attempts, why: str
+        self,
+        seconds: float,
+        method: str,
+        safe_url: str,
+        attempts: _Attempts,
+        why: str,
+        deadline: Deadline | None = None,
     ) -> None:
+        if deadline is not None:
+            left = deadline.remaining()
+            if left is not None and seconds >= left:
+                raise _deadline_error(method, safe_url, f" (a retry after {why} would wait longer)")
         logger.info(
             "Retrying %s %s in %.2f s after %s (attempt %d of at most %d)",
             method,
@@ -946,6 +980,33 @@ class HttpSession:
             f"<{type(self).__name__} base_url={scrub_url(self.base_url)!r} "
             f"channel={self._params.channel!r} closed={self._closed}>"
         )
+
+
+def _deadline_error(method: str, safe_url: str, detail: str = "") -> UserTimeoutExceededError:
+    return UserTimeoutExceededError(
+        f"{method} {safe_url}: the caller's timeout ran out before the request completed{detail}."
+    )
+
+
+def _read_body_by(
+    response: requests.Response, deadline: Deadline, method: str, safe_url: str
+) -> None:
+    """Read a streamed response's body, giving up once ``deadline`` passes.
+
+    Each read waits at most the (shortened) read timeout, and the time is checked between
+    chunks of :data:`DEADLINE_CHUNK_BYTES`, so the call ends within the deadline plus one
+    chunk. Afterwards ``response.content`` and ``response.text`` work as usual.
+    """
+    body = bytearray()
+    try:
+        for chunk in response.iter_content(DEADLINE_CHUNK_BYTES):
+            body += chunk
+            if deadline.expired():
+                raise _deadline_error(method, safe_url, " (while reading the response)")
+    except BaseException:
+        response.close()
+        raise
+    response._content = bytes(body)
 
 
 def _license_message(text: str) -> str | None:
