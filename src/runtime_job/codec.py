@@ -723,6 +723,10 @@ class _Budget:
 
 def _b64decode(backend: _Backend, text: str | bytes | memoryview, what: str) -> bytes:
     """Decode base64 like the reference (stray characters ignored), fast when well formed."""
+    if not isinstance(text, str | bytes | bytearray | memoryview):
+        raise ResultDecodingError(
+            f"Invalid {what} payload: expected base64 text, not {type(text).__name__}"
+        )
     try:
         return backend.b64decode_strict(text)
     except (binascii.Error, ValueError):

@@ -191,6 +191,7 @@ class RuntimeJob:
         self._final_interim_results = False
         self._stream: _JobStream | None = None
         self._stream_final = False
+        self._stream_failed = False
         self._callback_error: BaseException | None = None
         self._queue_position: int | None = None
         self._hooks: JobHooks | None = None  # status callbacks and the watcher (futures.py)
@@ -457,7 +458,11 @@ class RuntimeJob:
             self._refresh_status()
         if self._status not in JOB_FINAL_STATES:
             opened: _JobStream | None = None
-            if not self._is_streaming() and isinstance(self._api_client, StreamingApi):
+            if (
+                not self._stream_failed
+                and not self._is_streaming()
+                and isinstance(self._api_client, StreamingApi)
+            ):
                 opened = self._start_stream(None, None, "log")
             try:
                 self._wait(deadline, timeout)
@@ -473,7 +478,7 @@ class RuntimeJob:
         it is bounded by the caller's deadline and by a grace period.
         """
         stream = self._stream
-        if stream is None or stream.callback is None or not stream.active:
+        if stream is None or stream.callback is None or stream.ended.is_set():
             return
         if not stream.ended.wait(deadline.cap(_STREAM_DRAIN_SECONDS)):
             logger.debug("The stream of job %s is still open after the job ended.", self._job_id)
@@ -600,6 +605,10 @@ class RuntimeJob:
         if end is StreamEnd.FAILED:
             logger.debug("Stream of job %s ended without the job: %s", self._job_id, error)
         with self._lock:
+            if end is StreamEnd.FAILED:
+                # The hub already spent its reconnect budget (and warned once): later waits
+                # poll instead of opening another stream that would fail the same way.
+                self._stream_failed = True
             if end is StreamEnd.COMPLETED:
                 self._stream_final = True
             self._changed.notify_all()

@@ -150,6 +150,8 @@ class RuntimeService:
         instance: str | None = None,
     ) -> None:
         self._channel = channel
+        self._backend_names_cache: list[str] | None = None
+        self._missing_backends: set[str] = set()
         self._client_params = params
         self._api_client = client
         self._hgps = hgps
@@ -239,13 +241,27 @@ class RuntimeService:
                             seen.add(backend_name)
                             pairs.append((hgp, backend_name))
         else:
-            pairs = [(None, n) for n in self._api_client.list_backends()]
+            pairs = [(None, n) for n in self._backend_names(name)]
         result: list[Backend] = []
         for found_hgp, found_name in pairs:
             if name is not None and found_name != name:
                 continue
             result.append(Backend(found_name, self._api_client, found_hgp))
         return result
+
+    def _backend_names(self, wanted: str | None) -> list[str]:
+        """The service's backend names, asked once, and again only for a name never seen.
+
+        A name the server did not list even then (a retired backend) is remembered, so a
+        listing of many jobs on retired backends costs no request per job.
+        """
+        names = self._backend_names_cache
+        unknown = wanted is not None and (names is None or wanted not in names)
+        if names is None or (unknown and wanted not in self._missing_backends):
+            names = self._backend_names_cache = list(self._api_client.list_backends())
+            if wanted is not None and wanted not in names:
+                self._missing_backends.add(wanted)
+        return names
 
     def backend(self, name: str | None = None, instance: str | None = None) -> Backend:
         """The backend called ``name`` (the first one when ``name`` is ``None``).

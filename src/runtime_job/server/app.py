@@ -245,7 +245,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_json(raw: bytes) -> Any:
+def _parse_json(raw: bytes | str) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
@@ -604,7 +604,8 @@ def _new_job_from_body(data: Any, user: str, programs: ProgramRegistry) -> NewJo
         raise ApiProblem(404, "PROGRAM_NOT_FOUND", f"Program not found: {program_id}")
     params = request.params
     if isinstance(params, str):
-        params = _parse_json(params.encode("utf-8"))
+        # Parsed as text: encoding it first would fail on a lone surrogate (a 500).
+        params = _parse_json(params)
     if params is None:
         params = {}
     if not isinstance(params, dict | list):

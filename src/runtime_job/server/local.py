@@ -31,6 +31,7 @@ from typing import Any
 import uvicorn
 
 from .. import __version__
+from ..api.session import RedactingFilter
 from .app import AppContext, Notifier, StreamHub, create_app
 from .auth import Authenticator
 from .paths import DataDir
@@ -41,6 +42,10 @@ from .store import Store
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT = 60.0
+_REDACTED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", __package__)
+"""Loggers whose records are scrubbed of credentials while a server runs. The websocket
+library logs every handshake header at DEBUG on ``uvicorn.error`` (``X-Access-Token``
+included); a logger's filters only see records logged on that very logger, hence the list."""
 
 
 class DataDirInUse(RuntimeError):
@@ -170,6 +175,7 @@ class LocalRuntimeServer:
         self._socket: socket.socket | None = None
         self._serve_error: BaseException | None = None
         self._state_lock = threading.Lock()
+        self._log_filter: RedactingFilter | None = None
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -256,6 +262,10 @@ class LocalRuntimeServer:
                 self.data.write_token(self._tokens[0])
         else:
             self._tokens = [self.data.read_or_create_token()]
+        tokens = list(self._tokens)
+        self._log_filter = RedactingFilter(lambda: tokens)
+        for name in _REDACTED_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
         self._store = store = Store(self.data.db_path)
         failed, queued = store.recover(time.time())
         if failed:
@@ -397,9 +407,13 @@ class LocalRuntimeServer:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
+        if self._log_filter is not None:
+            for name in _REDACTED_LOGGERS:
+                logging.getLogger(name).removeFilter(self._log_filter)
         self._uvicorn = self._thread = self._socket = None
         self._runner = self._store = self._hub = self._notifier = None
         self._lock_fd = None
+        self._log_filter = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
