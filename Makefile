@@ -34,4 +34,4 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 include mk/compat.mk
--include mk/bench.mk
+include mk/bench.mk

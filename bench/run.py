@@ -83,17 +83,17 @@ class Plan:
 FULL = Plan(
     status_reps=5,
     status_calls=500,
-    completion_reps=3,
-    completion_jobs=6,
-    stream_sizes={1: 3, 10: 3, 100: 2, 1000: 1},
+    completion_reps=4,
+    completion_jobs=5,
+    stream_sizes={1: 5, 10: 3, 100: 3, 1000: 1},
     stream_timeout=240.0,
-    large_sizes={20: 5, 100: 3},
+    large_sizes={20: 5, 100: 5},
     list_jobs=1000,
     list_ids=100,
     list_repeats=5,
-    list_reps=3,
+    list_reps=5,
     submit_jobs=200,
-    submit_reps=3,
+    submit_reps=5,
 )
 QUICK = Plan(
     status_reps=1,
@@ -114,7 +114,9 @@ QUICK = Plan(
 STATUS_SLEEP = 12.0
 """Seconds the job behind ``status()`` sleeps: longer than one run's measurement."""
 COMPLETION_SLEEP = 0.3
-STREAM_COUNT, STREAM_INTERVAL = 10, 0.01
+STREAM_COUNT, STREAM_INTERVAL = 10, 0.05
+"""Each streaming job publishes 10 interim results 50 ms apart: with enough server workers,
+dozens of jobs publish at the same time, which is what tests a client's streaming."""
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -158,15 +160,23 @@ class Server:
         self.command = [
             *serve,
             "serve",
-            "--host", "127.0.0.1",
-            "--port", "0",
-            "--data-dir", str(self.tmp / "data"),
-            "--token", self.token,
-            "--token", self.list_token,
-            "--tls-cert", str(cert),
-            "--tls-key", str(key),
-            "--workers", str(self.workers),
-        ]  # fmt: skip
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            str(self.tmp / "data"),
+            "--token",
+            self.token,
+            "--token",
+            self.list_token,
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--workers",
+            str(self.workers),
+        ]
         for program_id, path in bench_programs.PROGRAMS.items():
             self.command += ["--program", f"{program_id}={path}"]
         env = dict(os.environ)
@@ -181,7 +191,7 @@ class Server:
             preexec_fn=_raise_fd_limit,
         )
         assert self.process.stdout is not None
-        line = _readline(self.process.stdout, 60.0)
+        line = _readline(self.process.stdout, 180.0)  # 48 warm workers take ~30 s on 2 cores
         match = re.search(r"https://[^\s)]+", line or "")
         if match is None:
             self.stop()
@@ -225,7 +235,10 @@ class Runner:
         self.pythons = pythons
         self.verbose = verbose
         self.failures: list[str] = []
-        env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+        self.cases: dict[str, dict[str, Any]] = {}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+        }
         env.update(
             BENCH_URL=server.url,
             BENCH_CERT=str(server.cert),
@@ -243,10 +256,19 @@ class Runner:
             os.environ.pop(name, None)
 
     def run(
-        self, client: str, scenario: str, args: dict[str, Any], timeout: float = 600.0
+        self,
+        client: str,
+        scenario: str,
+        args: dict[str, Any],
+        timeout: float = 600.0,
+        profile: Path | None = None,
     ) -> dict[str, Any] | None:
         command = [self.pythons[client], str(HERE / "worker.py"), "--client", client]
         command += ["--scenario", scenario, "--args", json.dumps(args)]
+        if profile is None:
+            self.cases[scenario] = args  # the last (largest) arguments of each scenario
+        else:
+            command += ["--profile", str(profile)]
         label = f"{scenario} {client} {_short(args)}"
         start = time.monotonic()
         try:
@@ -322,7 +344,9 @@ def rotations(reps: int) -> Iterator[tuple[int, tuple[str, ...]]]:
 
 def wait_idle(raw: worker.Raw, timeout: float = 120.0) -> None:
     """Wait until no job of the main user is queued or running."""
-    worker.wait_until(lambda: raw.get_json("/jobs?pending=true&limit=1")["count"] == 0, timeout, 0.1)
+    worker.wait_until(
+        lambda: raw.get_json("/jobs?pending=true&limit=1")["count"] == 0, timeout, 0.1
+    )
 
 
 # -- scenarios -----------------------------------------------------------------------------------
@@ -384,7 +408,9 @@ def run_large(runner: Runner, plan: Plan, raw: worker.Raw, out: Results) -> None
     out["large"] = {}
     for mib, reps in plan.large_sizes.items():
         job_id = raw.submit("bench-arrays", {"mib": mib})
-        worker.wait_until(lambda j=job_id: raw.status(j).upper() in ("COMPLETED", "FAILED"), 600, 0.1)
+        worker.wait_until(
+            lambda j=job_id: raw.status(j).upper() in ("COMPLETED", "FAILED"), 600, 0.1
+        )
         if raw.status(job_id).upper() != "COMPLETED":
             runner.failures.append(f"large: the {mib} MiB job failed")
             continue
@@ -421,6 +447,19 @@ def run_submit(runner: Runner, plan: Plan, raw: worker.Raw, out: Results) -> Non
             if result:
                 runs[client].append(result)
     out["submit"] = {"runs": runs, "jobs": plan.submit_jobs}
+
+
+def profile_flagged(runner: Runner, results: Results, directory: Path) -> None:
+    """Run our client once more under pyinstrument in each scenario that needs a note."""
+    directory.mkdir(parents=True, exist_ok=True)
+    scenarios = sorted({f.scenario for f in figures(results) if f.needs_note()})
+    for scenario in scenarios:
+        args = runner.cases.get(scenario)
+        if args is None:
+            continue
+        path = directory / f"{scenario}.txt"
+        print(f"bench: profiling {scenario} -> {path}", file=sys.stderr, flush=True)
+        runner.run("ours", scenario, args, timeout=600, profile=path)
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -477,7 +516,9 @@ def _pool(runs: list[dict[str, Any]], key: str) -> list[float]:
 def figures(results: Results) -> list[Figure]:
     figs: list[Figure] = []
 
-    def per_client(fn: Callable[[list[dict[str, Any]]], float | None], runs: dict[str, Any]) -> dict[str, float | None]:
+    def per_client(
+        fn: Callable[[list[dict[str, Any]]], float | None], runs: dict[str, Any]
+    ) -> dict[str, float | None]:
         return {c: (fn(runs.get(c) or []) if runs.get(c) else None) for c in CLIENTS}
 
     status = results.get("status")
@@ -492,7 +533,9 @@ def figures(results: Results) -> list[Figure]:
                         "status",
                         f"`status()` round trip{what}, {q}",
                         "ms",
-                        per_client(lambda rs, d=depth, q=q: _median([r[d][f"{q}_ms"] for r in rs]), status),
+                        per_client(
+                            lambda rs, d=depth, q=q: _median([r[d][f"{q}_ms"] for r in rs]), status
+                        ),
                         fmt="{:.3f}",
                     )
                 )
@@ -511,7 +554,9 @@ def figures(results: Results) -> list[Figure]:
                     f"{names[mode]}, {q}",
                     "ms",
                     per_client(
-                        lambda rs, q=q: (statistics.median if q == "p50" else max)(_pool(rs, "latencies_ms")),
+                        lambda rs, q=q: (statistics.median if q == "p50" else max)(
+                            _pool(rs, "latencies_ms")
+                        ),
                         runs,
                     ),
                     fmt="{:.2f}",
@@ -646,8 +691,9 @@ def targets(figs: list[Figure], results: Results) -> list[Target]:
     ratio_target("completion-busy-p50", "same, 3 other jobs streaming, p50", 1.2)
     streaming = results.get("streaming", {})
     for n in streaming:
-        ratio_target(f"streaming-{n}-wall", f"{n} jobs streaming: wall time", 1.2)
-        ratio_target(f"streaming-{n}-delay", f"{n} jobs streaming: worst delay", 2.0)
+        jobs = f"{n} job{'' if n == '1' else 's'}"
+        ratio_target(f"streaming-{n}-wall", f"{jobs} streaming: wall time", 1.2)
+        ratio_target(f"streaming-{n}-delay", f"{jobs} streaming: worst delay", 2.0)
     if streaming:
         ours_runs = [r for runs in streaming.values() for r in runs.get("ours", [])]
         lost = sum(r["lost"] + r["duplicated"] for r in ours_runs)
@@ -687,8 +733,9 @@ def targets(figs: list[Figure], results: Results) -> list[Target]:
             )
         if mib == "20":
             ratio_target("large-20-time", "20 MiB result: wall time", 0.7, against="ref")
-    ratio_target("listing-all", "`jobs(limit=None)` over 1000 jobs", 1.3)
-    ratio_target("listing-get", "`job(id)` x 100", 1.2)
+    listing = results.get("listing") or {}
+    ratio_target("listing-all", f"`jobs(limit=None)` over {listing.get('jobs')} jobs", 1.3)
+    ratio_target("listing-get", f"`job(id)` x {listing.get('ids')}", 1.2)
     return out
 
 
@@ -696,11 +743,11 @@ def targets(figs: list[Figure], results: Results) -> list[Target]:
 
 
 def _fmt(value: float | None, fmt: str) -> str:
-    return "–" if value is None else fmt.format(value)
+    return "-" if value is None else fmt.format(value)
 
 
 def _fmt_ratio(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}x"
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def machine_info() -> dict[str, str]:
@@ -758,6 +805,7 @@ def server_versions() -> dict[str, str]:
 
 def render(results: Results, meta: dict[str, Any], quick: bool) -> str:
     figs = figures(results)
+    load = meta.get("loadavg") or ["unknown", "unknown"]
     lines: list[str] = []
     header = (HERE / "doc_header.md").read_text()
     lines.append(header.rstrip())
@@ -779,7 +827,10 @@ def render(results: Results, meta: dict[str, Any], quick: bool) -> str:
             "",
         ]
     lines += [
-        f"- Date: {meta['date']} (UTC); total run time {meta['elapsed_s'] / 60:.1f} min.",
+        f"- Date: {meta['date']} (UTC); total run time {meta['elapsed_s'] / 60:.1f} min; "
+        f"load average (1, 5, 15 min) before the run {load[0]}, after it {load[1]}; "
+        f"mean 1-minute load during the run {_fmt(meta.get('load_mean'), '{:.1f}')} "
+        "(the suite itself accounts for about 1-2 of it).",
         f"- Command: `{meta['command']}`",
         f"- Code: runtime-job at git {meta['git']}.",
         f"- Machine: {meta['machine']['cpus']} x {meta['machine']['cpu']}, "
@@ -824,6 +875,7 @@ def render(results: Results, meta: dict[str, Any], quick: bool) -> str:
             f"| {_fmt_ratio(fig.cost('ref'))} |"
         )
     lines.append("")
+    lines += _status_details(results)
     lines += _streaming_details(results)
     lines += _large_details(results)
     lines.append("## Targets (`shared/spec/performance.md`)")
@@ -836,7 +888,7 @@ def render(results: Results, meta: dict[str, Any], quick: bool) -> str:
     lines.append("| target | rule | measured | met |")
     lines.append("|---|---|---|---|")
     for t in targets(figs, results):
-        met = "–" if t.met is None else ("yes" if t.met else "**no**")
+        met = "-" if t.met is None else ("yes" if t.met else "**no**")
         lines.append(f"| {t.what} | {t.rule} | {t.measured} | {met} |")
     lines.append("")
     lines.append(
@@ -869,6 +921,26 @@ def render(results: Results, meta: dict[str, Any], quick: bool) -> str:
             lines.append(f"- {first}")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _status_details(results: Results) -> list[str]:
+    runs = (results.get("status") or {}).get("limit") or []
+    stdlib = [r["stdlib"] for r in runs if "stdlib" in r]
+    if not stdlib:
+        return []
+    via_requests = _median([r["depth0"]["p50_ms"] for r in runs])
+    floor = _median([r["p50_ms"] for r in stdlib])
+    share = (1 - floor / via_requests) * 100 if via_requests and floor else None
+    return [
+        "### Under the limit",
+        "",
+        f"The same `GET /jobs/{{id}}` with the standard library's `http.client` on a kept-alive "
+        f"connection takes {_fmt(floor, '{:.3f}')} ms at p50, against "
+        f"{_fmt(via_requests, '{:.3f}')} ms through a `requests.Session`: `requests` itself is "
+        f"{_fmt(share, '{:.0f}')}% of the limit's round trip. The limit stays defined with "
+        "`requests`, which both clients use.",
+        "",
+    ]
 
 
 def _streaming_details(results: Results) -> list[str]:
@@ -948,7 +1020,8 @@ def _large_details(results: Results) -> list[str]:
         "`np.load`. *Growth*: peak RSS during `result()` minus RSS before it "
         "(`/proc/self/clear_refs` resets the peak first).",
         "",
-        "| result | body | client | runs | median s | min s | max s | peak RSS growth | growth / payload |",
+        "| result | body | client | runs | median s | min s | max s | peak RSS growth "
+        "| growth / payload |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for mib, entry in large.items():
@@ -973,18 +1046,38 @@ def _large_details(results: Results) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, one repetition")
-    parser.add_argument("--out", help="the report (default: docs/benchmarks.md, or "
-                        "build/bench/benchmarks-quick.md with --quick)")
-    parser.add_argument("--json", help="raw results (default: beside the report under build/bench/)")
-    parser.add_argument("--compat-python", default=str(REPO / ".venv-compat" / "bin" / "python"),
-                        help="the reference's interpreter (default: .venv-compat/bin/python)")
-    parser.add_argument("--workers", type=int, default=8, help="server worker processes (default 8)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: small sizes, one repetition"
+    )
+    parser.add_argument(
+        "--out",
+        help="the report (default: docs/benchmarks.md, or "
+        "build/bench/benchmarks-quick.md with --quick)",
+    )
+    parser.add_argument(
+        "--json", help="raw results (default: beside the report under build/bench/)"
+    )
+    parser.add_argument(
+        "--compat-python",
+        default=str(REPO / ".venv-compat" / "bin" / "python"),
+        help="the reference's interpreter (default: .venv-compat/bin/python)",
+    )
+    parser.add_argument(
+        "--workers", type=int, help="server worker processes (default 48; 8 with --quick)"
+    )
     parser.add_argument("--only", help=f"comma-separated scenarios among {','.join(SCENARIOS)}")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="then profile our client (pyinstrument, which must be importable "
+        "in this venv) in each scenario that needs a note; reports go to "
+        "build/bench/profiles/",
+    )
     parser.add_argument("--verbose", action="store_true")
-    parser.add_argument("--render", metavar="JSON",
-                        help="only re-render the report from saved raw results")
-    args = parser.parse_args(argv)  # fmt: skip
+    parser.add_argument(
+        "--render", metavar="JSON", help="only re-render the report from saved raw results"
+    )
+    args = parser.parse_args(argv)
     if args.render:
         data = json.loads(Path(args.render).read_text())
         target = Path(args.out) if args.out else REPO / "docs" / "benchmarks.md"
@@ -999,9 +1092,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     build = REPO / "build" / "bench"
-    out = Path(args.out) if args.out else (
-        build / "benchmarks-quick.md" if quick else REPO / "docs" / "benchmarks.md"
-    )  # fmt: skip
+    out = (
+        Path(args.out)
+        if args.out
+        else (build / "benchmarks-quick.md" if quick else REPO / "docs" / "benchmarks.md")
+    )
     json_out = Path(args.json) if args.json else build / (out.stem + ".json")
     if not Path(args.compat_python).exists():
         raise SystemExit(
@@ -1010,12 +1105,23 @@ def main(argv: list[str] | None = None) -> int:
     pythons = {"ours": sys.executable, "limit": sys.executable, "ref": args.compat_python}
     _raise_fd_limit()
     started = time.monotonic()
+    load_before = _loadavg()
+    load_samples: list[float] = []
+    sampling = threading.Event()
+
+    def sample_load() -> None:
+        while not sampling.wait(5.0):
+            with contextlib.suppress(OSError, ValueError):
+                load_samples.append(float(Path("/proc/loadavg").read_text().split()[0]))
+
+    threading.Thread(target=sample_load, name="bench-load", daemon=True).start()
     results: Results = {}
     tmp = Path(tempfile.mkdtemp(prefix="runtime-job-bench-"))
-    server = Server(tmp, args.workers)
+    workers = args.workers or (8 if quick else 48)
+    server = Server(tmp, workers)
     try:
         server.start()
-        print(f"bench: server {server.url} ({args.workers} workers), data in {tmp}", file=sys.stderr)
+        print(f"bench: server {server.url} ({workers} workers), data in {tmp}", file=sys.stderr)
         runner = Runner(server, pythons, args.verbose)
         versions = {c: runner.versions(c) for c in ("ours", "ref")}
         for client, found in versions.items():
@@ -1036,6 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {name}", file=sys.stderr, flush=True)
             wait_idle(raw, 300)
             steps[name]()
+        if args.profile:
+            profile_flagged(runner, results, build / "profiles")
         from runtime_job.codec import accelerators
 
         meta = {
@@ -1046,13 +1154,17 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(),
             "versions": versions,
             "accelerators": list(accelerators()),
-            "pythons": {k: os.path.relpath(v, REPO) if v.startswith(str(REPO)) else v
-                        for k, v in pythons.items()},
-            "server_workers": args.workers,
+            "pythons": {
+                k: os.path.relpath(v, REPO) if v.startswith(str(REPO)) else v
+                for k, v in pythons.items()
+            },
+            "server_workers": workers,
             "server_versions": server_versions(),
             "failures": runner.failures,
             "quick": quick,
-        }  # fmt: skip
+            "loadavg": [load_before, _loadavg()],
+            "load_mean": statistics.fmean(load_samples) if load_samples else None,
+        }
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1067,6 +1179,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {failure.splitlines()[0]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def _command_line() -> str:

@@ -291,9 +291,32 @@ def scenario_status(client: str, args: dict[str, Any]) -> dict[str, Any]:
             "mean_ms": statistics.fmean(times) * 1e3,
             "calls": len(times),
         }
+    if client == "limit":
+        out["stdlib"] = _stdlib_round_trips(raw, job_id, calls, warmup)
     # The sleeping job is left to finish by itself (cancelling would make the server replace
     # its worker process while the next run measures).
     return out
+
+
+def _stdlib_round_trips(raw: Raw, job_id: str, calls: int, warmup: int) -> dict[str, float]:
+    """The same GET with the standard library's ``http.client``: the floor under requests."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw.base)
+    context = ssl.create_default_context(cafile=cert_path())
+    conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, context=context)
+    headers = {"X-Access-Token": raw.access}
+    times = []
+    for i in range(warmup + calls):
+        start = time.perf_counter()
+        conn.request("GET", f"/jobs/{job_id}", headers=headers)
+        json.loads(conn.getresponse().read())["state"]["status"]
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    conn.close()
+    return {"p50_ms": percentile(times, 50) * 1e3, "p99_ms": percentile(times, 99) * 1e3}
 
 
 # -- scenario 2: completion detection ------------------------------------------------------------
@@ -602,11 +625,23 @@ def main() -> None:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
     parser.add_argument("--args", default="{}", help="the scenario's arguments, JSON")
     parser.add_argument("--versions", action="store_true", help="print package versions")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="profile the run with pyinstrument, report to FILE"
+    )
     options = parser.parse_args()
     code = 0
     try:
         if options.versions:
             result: dict[str, Any] = {"versions": client_versions(options.client)}
+        elif options.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.0005)
+            profiler.start()
+            result = SCENARIOS[options.scenario](options.client, json.loads(options.args))
+            profiler.stop()
+            with open(options.profile, "w") as handle:
+                handle.write(profiler.output_text(unicode=False, color=False, show_all=False))
         else:
             result = SCENARIOS[options.scenario](options.client, json.loads(options.args))
     except BaseException as err:  # reported to run.py, which says which run failed
