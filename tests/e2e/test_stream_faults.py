@@ -45,33 +45,46 @@ def loop() -> Iterator[LoopThread]:
     lt.close()
 
 
+class _ProxiedStreams(ClientParameters):
+    """Parameters whose websockets go through a proxy while REST calls go direct."""
+
+    ws_port = 0
+
+    def get_websocket_base_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+
 def test_every_message_exactly_once_while_tcp_is_cut_mid_frame(
     server: LocalRuntimeServer, loop: LoopThread
 ) -> None:
+    from runtime_job.api.client import RuntimeClient
+
     port = int(server.url.rsplit(":", 1)[1])
     rng = random.Random(7)
-    proxy = TcpProxy(loop, ("127.0.0.1", port), cut_after=lambda: rng.randint(700, 2500)).start()
+    proxy = TcpProxy(loop, ("127.0.0.1", port), cut_after=lambda: rng.randint(300, 2500)).start()
+    params = _ProxiedStreams(channel="local", token=TOKEN, url=server.url)
+    params.ws_port = proxy.port
+    client = RuntimeClient(params)
+    service = RuntimeService._with_client(client, params)
     try:
-        with RuntimeService(
-            channel="local", url=f"http://127.0.0.1:{proxy.port}", token=TOKEN
-        ) as service:
-            recorders = []
-            jobs = []
-            for _ in range(3):
-                recorder = Recorder()
-                job = service.run(
-                    "stream",
-                    inputs={"count": 40, "interval": 0.005, "size": 20},
-                    callback=recorder,
-                )
-                recorders.append(recorder)
-                jobs.append(job)
-            for job, recorder in zip(jobs, recorders, strict=True):
-                assert job.result(timeout=60) == {"count": 40}
-                expected = [{"index": i, "data": [0.0] * 20} for i in range(40)]
-                assert recorder.seen == [*expected, {"count": 40}]
+        recorders = []
+        jobs = []
+        for _ in range(3):
+            recorder = Recorder()
+            job = service.run(
+                "stream",
+                inputs={"count": 40, "interval": 0.005, "size": 20},
+                callback=recorder,
+            )
+            recorders.append(recorder)
+            jobs.append(job)
+        for job, recorder in zip(jobs, recorders, strict=True):
+            assert job.result(timeout=60) == {"count": 40}
+            expected = [{"index": i, "data": [0.0] * 20} for i in range(40)]
+            assert recorder.seen == [*expected, {"count": 40}]
         assert proxy.cuts >= 3
     finally:
+        client.close()
         proxy.stop()
 
 
