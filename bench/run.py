@@ -810,14 +810,13 @@ def render(results: Results, meta: dict[str, Any], quick: bool) -> str:
     header = (HERE / "doc_header.md").read_text()
     lines.append(header.rstrip())
     lines.append("")
-    related = [
-        name
-        for name in ("benchmarks-codec.md", "benchmarks-stream.md")
-        if (REPO / "docs" / name).exists()
-    ]
+    related = sorted(p.name for p in (REPO / "docs").glob("benchmarks-*.md"))
     if related:
         links = ", ".join(f"[`{n}`]({n})" for n in related)
-        lines += [f"Component benchmarks by colleagues: {links}.", ""]
+        lines += [
+            f"Component benchmarks (each measures one part alone, with its own method): {links}.",
+            "",
+        ]
     lines.append("## This run")
     lines.append("")
     if quick:
