@@ -173,6 +173,7 @@ class RuntimeJob:
         self._program_id = program_id
         self._service = service
         self._params: Any = params or {}
+        self._raw_params: Any = None  # params as listed, decoded on first use of ``inputs``
         self._creation_date = creation_date
         self._image = image
         self._session_id = session_id
@@ -226,6 +227,9 @@ class RuntimeJob:
     @property
     def inputs(self) -> Any:
         """The job's inputs, fetched from the server when not known."""
+        raw, self._raw_params = self._raw_params, None
+        if raw is not None:
+            self._params = _decode_params(raw)
         if not self._params:
             response = self._get_job()
             self._params = _decode_params(response.get("params"))

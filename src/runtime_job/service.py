@@ -47,7 +47,8 @@ IBM_CLOUD_URL = "https://cloud.ibm.com"
 """Default URL of the ``ibm_cloud`` channel."""
 
 _RETIRED_PROGRAMS = ("vqe", "qaoa")
-_PAGE_SIZE = 20
+_PAGE_SIZE = 200
+"""Jobs asked per page when listing without a limit (the server may send fewer)."""
 
 
 def _split_instance(instance: str) -> tuple[str, str, str]:
@@ -152,6 +153,7 @@ class RuntimeService:
         self._channel = channel
         self._backend_names_cache: list[str] | None = None
         self._missing_backends: set[str] = set()
+        self._backend_objects: dict[tuple[str, str | None], Backend] = {}
         self._client_params = params
         self._api_client = client
         self._hgps = hgps
@@ -296,10 +298,16 @@ class RuntimeService:
         )
 
     def _backend_or_placeholder(self, name: str, instance: str | None) -> Backend:
-        try:
-            return self.backend(name, instance=instance)
-        except (QiskitBackendNotFoundError, IBMInputValueError):
-            return IBMRetiredBackend.from_name(name)
+        """The backend ``name`` (one object per name and instance), or a retired placeholder."""
+        key = (name, instance)
+        backend = self._backend_objects.get(key)
+        if backend is None:
+            try:
+                backend = self.backend(name, instance=instance)
+            except (QiskitBackendNotFoundError, IBMInputValueError):
+                backend = IBMRetiredBackend.from_name(name)
+            self._backend_objects[key] = backend
+        return backend
 
     # ---------------------------------------------------------------------------------- run
 
@@ -487,7 +495,7 @@ class RuntimeService:
             offset += len(page)
         if limit:
             collected = collected[:limit]
-        return [self._decode_job(raw) for raw in collected]
+        return [self._decode_job(raw, lazy_params=True) for raw in collected]
 
     def delete_job(self, job_id: str) -> None:
         """Delete the job ``job_id``.
@@ -503,26 +511,30 @@ class RuntimeService:
                 raise RuntimeJobNotFound(f"Job not found: {err.message}") from None
             raise IBMRuntimeError(f"Failed to delete job: {err}") from None
 
-    def _decode_job(self, raw: dict[str, Any]) -> RuntimeJob:
+    def _decode_job(self, raw: dict[str, Any], lazy_params: bool = False) -> RuntimeJob:
         job_id = raw.get("id") if isinstance(raw, dict) else None
         model = parse(JobResponse, raw, "job", str(job_id) if job_id else None)
         instance = None
         if self._channel == "ibm_quantum" and model.hub and model.group and model.project:
             instance = f"{model.hub}/{model.group}/{model.project}"
         backend = self._backend_or_placeholder(model.backend, instance) if model.backend else None
-        return RuntimeJob(
+        job = RuntimeJob(
             backend=backend,
             api_client=self._api_client,
             client_params=self._client_params,
             service=self,
             job_id=model.id,
             program_id=model.program.id if model.program else "",
-            params=_decode_params(model.params),
+            params=None if lazy_params else _decode_params(model.params),
             creation_date=model.created,
             session_id=model.session_id,
             tags=model.tags,
             image=model.runtime or "",
         )
+        if lazy_params:
+            # Decoding every job's inputs up front is most of a long listing's cost.
+            job._raw_params = model.params
+        return job
 
 
 QiskitRuntimeService = RuntimeService

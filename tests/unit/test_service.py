@@ -201,7 +201,7 @@ def test_jobs_paging(make: Any) -> None:
     client = many(25)
     service = make(client)
     assert len(service.jobs(limit=None)) == 25
-    assert client.calls[-2:] == [("jobs_get", (20, 0)), ("jobs_get", (20, 20))]
+    assert client.calls[-1] == ("jobs_get", (200, 0))
     assert len(service.jobs(limit=21)) == 21
     assert len(service.jobs(limit=30)) == 25
     assert len(service.jobs()) == 10
@@ -274,3 +274,24 @@ def test_jobs_instance_rules() -> None:
 def test_jobs_bad_paging_arguments(limit: Any, skip: Any) -> None:
     with pytest.raises(IBMInputValueError):
         cloud().jobs(limit=limit, skip=skip)
+
+
+def test_jobs_follow_a_server_that_caps_its_pages() -> None:
+    class Capped(FakeRuntimeClient):
+        def jobs_get(self, limit: int | None = None, skip: int | None = None, **kw: Any) -> Any:
+            return super().jobs_get(limit=min(limit or 10, 10), skip=skip, **kw)
+
+    client = Capped()
+    for _ in range(25):
+        client.add_job()
+    assert len(cloud(client).jobs(limit=None)) == 25
+    assert client.count("jobs_get") == 3
+
+
+def test_listed_jobs_decode_their_inputs_when_asked() -> None:
+    client = many(0)
+    client.add_job("j", params={"z": {"__type__": "complex", "__value__": [1, 2]}})
+    (job,) = cloud(client).jobs(limit=None)
+    gets = client.count("job_get")
+    assert job.inputs == {"z": 1 + 2j}
+    assert client.count("job_get") == gets
