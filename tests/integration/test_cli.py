@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from tests.integration.helpers import (
     ws_read_all,
     ws_stream,
 )
+from tests.tlscert import make_cert
 
 TOKEN = "cli-token-0123456789"
 FIRST_LINE = re.compile(r"^runtime-job server at (\S+) \(token file: (.+)\)$")
@@ -185,24 +185,8 @@ def test_restart_after_sigkill_keeps_finished_work(data_dir: Path) -> None:
     assert code == 0, err
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
-    command += ["-subj", "/CN=127.0.0.1"]
-    command += ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
-    command += ["-keyout", str(key), "-out", str(cert)]
-    subprocess.run(
-        command,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_tls(tmp_path: Path, data_dir: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = make_cert(tmp_path)
     serve = Serve(
         "--data-dir", str(data_dir), "--token", TOKEN, "--workers", "1",
         "--tls-cert", str(cert), "--tls-key", str(key),

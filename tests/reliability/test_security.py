@@ -33,7 +33,8 @@ from runtime_job.api.params import ClientParameters
 from runtime_job.api.stream import default_hub
 from runtime_job.exceptions import RequestsApiError, RuntimeJobNotFound, WebsocketError
 from runtime_job.server import LocalRuntimeServer
-from tests.stream.streamkit import LoopThread, Recorder, make_cert
+from tests.stream.streamkit import LoopThread, Recorder
+from tests.tlscert import make_cert
 
 from .appspec import http_routes, websocket_routes
 from .conftest import ALICE, BOB, wait_until

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -10,8 +9,9 @@ import pytest
 
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.stream import StreamHub
+from tests.tlscert import make_cert
 
-from .streamkit import LoopThread, WsServer, hub_threads, make_cert
+from .streamkit import LoopThread, WsServer, hub_threads
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +57,4 @@ def hub() -> Iterator[StreamHub]:
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    if os.system("openssl version >/dev/null 2>&1") != 0:
-        pytest.skip("the openssl command is needed to make a test certificate")
     return make_cert(str(tmp_path_factory.mktemp("tls")))

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import ssl
 import threading
 from collections.abc import Callable, Coroutine
@@ -609,37 +608,6 @@ class Recorder:
 
     def wait(self, timeout: float = 10.0) -> None:
         assert self.ended.wait(timeout), f"stream did not end within {timeout} s"
-
-
-def make_cert(directory: str) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl CLI."""
-    import subprocess
-
-    cert = os.path.join(directory, "cert.pem")
-    key = os.path.join(directory, "key.pem")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            key,
-            "-out",
-            cert,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 def hub_threads() -> list[str]:
