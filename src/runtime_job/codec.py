@@ -1491,6 +1491,13 @@ def loads(
     """
     if not isinstance(text, (str, bytes, bytearray)):
         raise TypeError(f"The JSON payload must be str or bytes, not {type(text).__name__}")
+    if len(text) <= _PLAIN_MAX_CHARS and _is_plain(text):
+        try:
+            return json.loads(text)
+        except RecursionError as err:
+            raise ResultDecodingError(
+                "The payload is nested too deeply to decode", excerpt=_excerpt(text)
+            ) from err
     session = _DecodeSession(
         max_decompressed_size=max_decompressed_size,
         settings_registry=settings_registry,
@@ -1498,6 +1505,21 @@ def loads(
         max_workers=max_workers,
     )
     return session.parse(text)
+
+
+_PLAIN_MAX_CHARS = 64 * 1024
+"""Documents up to this size are checked for tags before a decode session is set up."""
+
+
+def _is_plain(text: str | bytes | bytearray) -> bool:
+    """Whether ``text`` cannot hold a tag.
+
+    Every tag key has ``__`` (``__type__``, ``__value__``, ``__int_keys__``), or spells it
+    with a ``\\u`` escape.
+    """
+    if isinstance(text, str):
+        return "__" not in text and "\\u" not in text
+    return b"__" not in text and b"\\u" not in text
 
 
 def decode_value(

@@ -117,7 +117,11 @@ class _JobStream:
 
     def on_end(self, end: StreamEnd, error: BaseException | None) -> None:
         self._job._on_stream_end(self, end, error)
-        self.ended.set()
+
+    @property
+    def inline(self) -> bool:
+        """Without a user callback, each call only updates the job: the hub may call it inline."""
+        return self.callback is None
 
     @property
     def active(self) -> bool:
@@ -597,7 +601,10 @@ class RuntimeJob:
                 elif frame.payload:
                     self._final_payload = frame.payload
                 self._stream_final = True
-                self._changed.notify_all()
+                if callback is None:
+                    # A waiter with a callback stream also waits for the stream's end, which
+                    # follows at once: wake it then, once.
+                    self._changed.notify_all()
         else:
             with self._lock:
                 self._stream_final = True
@@ -615,6 +622,7 @@ class RuntimeJob:
                 self._stream_failed = True
             if end is StreamEnd.COMPLETED:
                 self._stream_final = True
+            stream.ended.set()
             self._changed.notify_all()
 
     def _call_callback(self, callback: ResultCallback, value: Any, policy: CallbackErrors) -> None:

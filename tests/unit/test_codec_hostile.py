@@ -241,6 +241,14 @@ class TestNesting:
         with pytest.raises(ResultDecodingError, match="nested too deeply"):
             loads(text.encode(), accelerated=accelerated)
 
+    def test_deep_nesting_of_a_small_plain_document(self) -> None:
+        # Small documents without tags take a shorter path; it has the same limit.
+        text = "[" * 20_000 + "1" + "]" * 20_000
+        with pytest.raises(ResultDecodingError, match="nested too deeply"):
+            loads(text)
+        with pytest.raises(ResultDecodingError, match="nested too deeply"):
+            loads(text.encode())
+
     def test_deep_nesting_in_decode_value(self) -> None:
         value: Any = 1
         for _ in range(100_000):
@@ -323,3 +331,13 @@ class TestOptionalPackagesMissing:
         with pytest.warns(UserWarning, match="Qiskit Aer is needed"):
             out = loads('{"__type__": "NoiseModel", "__value__": {"errors": []}}')
         assert out == {"errors": []}
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_tags_spelled_with_unicode_escapes_are_still_tags(as_bytes: bool) -> None:
+    text = (
+        '{"\\u005f\\u005ftype\\u005f\\u005f": "complex", '
+        '"\\u005f\\u005fvalue\\u005f\\u005f": [1, 2]}'
+    )
+    assert "__" not in text
+    assert loads(text.encode() if as_bytes else text) == 1 + 2j

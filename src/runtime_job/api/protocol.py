@@ -114,7 +114,12 @@ class StreamEnd(Enum):
 
 
 class StreamListener(Protocol):
-    """Receives a stream's frames, in order, one call at a time, then one end."""
+    """Receives a stream's frames, in order, one call at a time, then one end.
+
+    A listener whose calls are quick and never block may also have ``inline = True``: the
+    hub then calls it on the thread that has the frame (its reader) instead of handing the
+    call to a dispatcher thread.
+    """
 
     def on_frame(self, frame: StreamFrame) -> None:
         """A frame arrived (never the acknowledgement, never a duplicate)."""

@@ -14,7 +14,9 @@ short idle period:
 - ``runtime-job-stream-dispatch-N`` (at most ``dispatch_threads``): listener callbacks. Each
   subscription has its own queue, served by one dispatcher at a time, so its callbacks run
   in order and one at a time, and a slow listener holds up neither the reactor nor other
-  jobs.
+  jobs. A listener that runs no user code and never blocks (``inline = True``, such as the
+  job's own completion watcher) is called directly on the reactor instead: one thread
+  hand-off less between the final frame and the thread waiting in ``result()``.
 
 Our server's sequenced protocol (``?seq=1&after=N``, see ``docs/wire-extensions.md``) gives
 exactly-once, in-order delivery across reconnects; against a plain server the hub falls
@@ -124,6 +126,10 @@ class _End:
     """The marker queued after a subscription's last frame."""
 
 
+def _nothing() -> None:
+    """A reactor call that only makes sure the reactor thread is running."""
+
+
 _END = _End()
 
 
@@ -193,6 +199,7 @@ class StreamHub:
         self._lock = threading.Lock()
         self._closed = False
         self._streams: set[_Stream] = set()
+        self._dispatched_streams = 0  # open streams whose listener is not inline
         self._ssl_contexts: dict[tuple[bool | str, str], ssl.SSLContext] = {}
         self._reactor = Reactor(f"{THREAD_PREFIX}-io", self.idle_shutdown)
         self._connect_pool = WorkerPool(
@@ -244,7 +251,15 @@ class StreamHub:
             if self._closed:
                 raise WebsocketError("The stream hub is closed.")
             self._streams.add(stream)
+            # Warm the threads while the handshake runs: one connect thread and (for a
+            # listener that needs one) one dispatcher stay parked while streams are open.
+            self._connect_pool.keep(1)
+            if not stream.inline:
+                self._dispatched_streams += 1
+                self._dispatch_pool.keep(1)
+                self._dispatch_pool.prestart()
         logger.debug("Stream for job %s: subscribing to %s", job_id, stream.safe_url)
+        self._reactor.call_soon(_nothing)  # the reactor starts now, not when the socket is ready
         self._launch(stream)
         return StreamHandle(stream)
 
@@ -310,7 +325,15 @@ class StreamHub:
 
     def _forget(self, stream: _Stream) -> None:
         with self._lock:
+            if stream not in self._streams:
+                return
             self._streams.discard(stream)
+            if not stream.inline:
+                self._dispatched_streams -= 1
+                if not self._dispatched_streams:
+                    self._dispatch_pool.keep(0)
+            if not self._streams:
+                self._connect_pool.keep(0)
 
     def _dispatch(self, stream: _Stream) -> None:
         self._dispatch_pool.submit(stream.drain)
@@ -553,6 +576,11 @@ class _Stream:
         self._items: deque[StreamFrame | _End] = deque()
         self._scheduled = False
         self.done = threading.Event()
+        # An inline listener is called on the reactor (or on the thread that cancels), one
+        # call at a time under ``_serial``: no hand-off to a dispatcher.
+        self.inline = getattr(listener, "inline", False) is True
+        self._serial = threading.RLock()  # re-entrant: the listener may cancel its stream
+        self._end_called = False
         # Reactor thread (the connect thread reads last_seq through _launch's argument).
         self.last_seq = after
         self.conn: _StreamConnection | None = None
@@ -562,7 +590,12 @@ class _Stream:
         self.retry_timer: TimerHandle | None = None
 
     def push(self, frame: StreamFrame) -> None:
-        """Queue a frame for the listener (reactor thread)."""
+        """Queue a frame for the listener, or hand it over now if inline (reactor thread)."""
+        if self.inline:
+            with self._serial:
+                if self.end is None and not self._end_called:
+                    self._call_frame(frame)
+            return
         with self._lock:
             if self.end is not None:
                 return
@@ -580,25 +613,31 @@ class _Stream:
         drop_pending: bool,
         announce: Callable[[], None] | None = None,
     ) -> bool:
-        """Record the end once and queue ``on_end``; whether this call was the first.
+        """Record the end once and queue ``on_end`` (inline: call it); whether this was the first.
 
         ``announce`` (a log line) runs only for the first call, before ``on_end`` is queued,
         so whoever waits for ``on_end`` also sees the log record.
         """
+        schedule = False
         with self._lock:
             if self.end is not None:
                 return False
             self.end = end
             self.error = error
-            if drop_pending:
-                self._items.clear()
-            self._items.append(_END)
-            schedule = not self._scheduled
-            self._scheduled = True
             if announce is not None:
                 announce()
+            if not self.inline:
+                if drop_pending:
+                    self._items.clear()
+                self._items.append(_END)
+                schedule = not self._scheduled
+                self._scheduled = True
         self.hub._forget(self)
-        if schedule:
+        if self.inline:
+            with self._serial:
+                if not self._end_called:
+                    self._call_end()
+        elif schedule:
             self.hub._dispatch(self)
         return True
 
@@ -638,6 +677,7 @@ class _Stream:
 
     def _call_end(self) -> None:
         assert self.end is not None
+        self._end_called = True
         try:
             self.listener.on_end(self.end, self.error)
         except Exception:

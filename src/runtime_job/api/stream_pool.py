@@ -47,6 +47,7 @@ class WorkerPool:
         self._tasks: deque[Task] = deque()
         self._threads: set[threading.Thread] = set()
         self._idle = 0
+        self._floor = 0
         self._rejecting = False
         self._stopping = False
         self._numbers = itertools.count(1)
@@ -73,16 +74,35 @@ class WorkerPool:
                 return False
             self._tasks.append(task)
             if len(self._tasks) > self._idle and len(self._threads) < self._max:
-                thread = threading.Thread(
-                    target=self._work,
-                    name=f"{self._name}-{next(self._numbers)}",
-                    daemon=True,
-                )
-                self._threads.add(thread)
-                thread.start()
+                self._start_worker()
             else:
                 self._cond.notify()
         return True
+
+    def _start_worker(self) -> None:
+        # Lock held.
+        thread = threading.Thread(
+            target=self._work, name=f"{self._name}-{next(self._numbers)}", daemon=True
+        )
+        self._threads.add(thread)
+        thread.start()
+
+    def keep(self, floor: int) -> None:
+        """Keep up to ``floor`` idle workers alive past the idle timeout (0: none).
+
+        The stream hub keeps one worker parked while streams are open, so a delivery never
+        waits for a thread to start.
+        """
+        with self._cond:
+            # No wake-up: an idle worker checks the floor when its idle period ends.
+            self._floor = max(0, min(floor, self._max))
+
+    def prestart(self) -> None:
+        """Start one worker now if none is alive, so the first task does not wait for it."""
+        with self._cond:
+            if self._threads or self._rejecting or self._stopping:
+                return
+            self._start_worker()
 
     def shutdown(self, cancel_pending: bool) -> None:
         """Let the workers exit as soon as they run out of work.
@@ -141,9 +161,12 @@ class WorkerPool:
                 if deadline is None:
                     deadline = now + self._idle_timeout
                 remaining = deadline - now
-                if self._stopping or remaining <= 0:
+                if self._stopping or (remaining <= 0 and len(self._threads) > self._floor):
                     self._threads.discard(threading.current_thread())
                     return None
+                if remaining <= 0:  # a kept worker: wait another period
+                    deadline = now + self._idle_timeout
+                    remaining = self._idle_timeout
                 self._idle += 1
                 try:
                     self._cond.wait(remaining)
