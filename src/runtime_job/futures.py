@@ -32,13 +32,11 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import heapq
 import itertools
 import logging
 import math
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +44,7 @@ from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
+from ._process import ProcessSingleton
 from .api.protocol import StreamEnd, StreamFrame, StreamingApi, StreamSubscription
 from .api.stream_pool import WorkerPool
 from .exceptions import IBMNotAuthorizedError, RequestsApiError
@@ -715,9 +714,15 @@ def _run_done_callback(callback: DoneCallback, job: RuntimeJob) -> None:
 
 # -- the process-wide watcher ----------------------------------------------------------------
 
-_default_lock = threading.Lock()
-_default: Watcher | None = None
-_exiting = False
+
+def _close_watcher(watcher: Watcher | None) -> None:
+    if watcher is not None:
+        watcher.close(timeout=_EXIT_CLOSE_TIMEOUT)
+
+
+_default: ProcessSingleton[Watcher] = ProcessSingleton(
+    Watcher, is_closed=lambda watcher: watcher._closed, at_exit=_close_watcher
+)
 
 
 def default_watcher() -> Watcher:
@@ -726,36 +731,11 @@ def default_watcher() -> Watcher:
     Returns:
         The shared :class:`Watcher`.
     """
-    global _default
-    with _default_lock:
-        if _default is None or (_default._closed and not _exiting):
-            _default = Watcher()
-        return _default
+    return _default.get()
 
 
 def _current_watcher() -> Watcher | None:
-    return _default
-
-
-def _close_at_exit() -> None:
-    global _exiting
-    _exiting = True
-    watcher = _default
-    if watcher is not None:
-        with contextlib.suppress(Exception):  # exit must stay quiet
-            watcher.close(timeout=_EXIT_CLOSE_TIMEOUT)
-
-
-def _forget_after_fork() -> None:
-    # The child has none of the parent's threads: start afresh.
-    global _default, _default_lock
-    _default = None
-    _default_lock = threading.Lock()
-
-
-atexit.register(_close_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
+    return _default.current()
 
 
 __all__ = [

@@ -42,7 +42,6 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
@@ -62,6 +61,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import websocket
 
+from .._process import ProcessSingleton
 from ..exceptions import (
     WebsocketAuthenticationError,
     WebsocketError,
@@ -1079,45 +1079,38 @@ def _close_quietly(sock: socket.socket) -> None:
 # -- the process-wide hub -------------------------------------------------------------------
 
 _live_hubs: weakref.WeakSet[StreamHub] = weakref.WeakSet()
-_default_lock = threading.Lock()
-_default: StreamHub | None = None
-_exiting = False
 
 
-def default_hub() -> StreamHub:
-    """The process's stream hub, created on first use with the default settings.
-
-    Thread-safe. If the hub was closed, the next call creates a fresh one (except during
-    interpreter exit, when the closed hub is returned and ``subscribe`` raises).
-
-    Returns:
-        The shared :class:`StreamHub`.
-    """
-    global _default
-    with _default_lock:
-        if _default is None or (_default.closed and not _exiting):
-            _default = StreamHub()
-        return _default
-
-
-def _close_hubs_at_exit() -> None:
-    global _exiting
-    _exiting = True
+def _close_every_hub(_default: StreamHub | None) -> None:
     for hub in list(_live_hubs):
         with contextlib.suppress(Exception):  # close does not raise; exit must stay quiet
             hub.close(timeout=_EXIT_CLOSE_TIMEOUT)
 
 
 def _forget_hubs_after_fork() -> None:
-    # The child inherits the hubs' state but none of their threads: start afresh.
-    global _default, _live_hubs
-    _default = None
+    global _live_hubs
     _live_hubs = weakref.WeakSet()
 
 
-atexit.register(_close_hubs_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_hubs_after_fork)
+_default_hub: ProcessSingleton[StreamHub] = ProcessSingleton(
+    StreamHub,
+    is_closed=lambda hub: hub.closed,
+    at_exit=_close_every_hub,
+    after_fork=_forget_hubs_after_fork,
+)
+
+
+def default_hub() -> StreamHub:
+    """The process's stream hub, created on first use with the default settings.
+
+    Thread-safe. If the hub was closed, the next call creates a fresh one (except during
+    interpreter exit, when the closed hub is returned and ``subscribe`` raises). At exit
+    every hub of the process is closed, with a short bound.
+
+    Returns:
+        The shared :class:`StreamHub`.
+    """
+    return _default_hub.get()
 
 
 __all__ = [
