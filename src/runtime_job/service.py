@@ -19,14 +19,14 @@ from datetime import datetime
 from typing import Any
 
 from .api.client import AuthClient, RuntimeClient
-from .api.models import JobListResponse, JobResponse, parse
+from .api.models import JobListItem, JobResponse, parse, parse_jobs
 from .api.params import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     ClientParameters,
     ProxyConfiguration,
 )
-from .backend import Backend, IBMRetiredBackend
+from .backend import Backend, BackendStatus, IBMRetiredBackend
 from .config import resolve_config
 from .exceptions import (
     IBMInputValueError,
@@ -38,6 +38,7 @@ from .exceptions import (
 )
 from .job import CallbackErrors, DecoderChoice, ResultCallback, RuntimeJob, _decode_params
 from .options import RuntimeOptions
+from .timing import clock
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ IBM_CLOUD_URL = "https://cloud.ibm.com"
 """Default URL of the ``ibm_cloud`` channel."""
 
 _RETIRED_PROGRAMS = ("vqe", "qaoa")
-_PAGE_SIZE = 200
-"""Jobs asked per page when listing without a limit (the server may send fewer)."""
+_PAGE_SIZE = 1000
+"""Jobs asked per page when listing without a limit: our server's cap (a server may send fewer)."""
+_ACTIVE_STATUS_SECONDS = 30.0
+"""Seconds ``run()`` reuses a backend's ``active`` status before asking for it again."""
 
 
 def _split_instance(instance: str) -> tuple[str, str, str]:
@@ -154,6 +157,7 @@ class RuntimeService:
         self._backend_names_cache: list[str] | None = None
         self._missing_backends: set[str] = set()
         self._backend_objects: dict[tuple[str, str | None], Backend] = {}
+        self._active_until: dict[tuple[str, str | None], float] = {}
         self._client_params = params
         self._api_client = client
         self._hgps = hgps
@@ -356,8 +360,8 @@ class RuntimeService:
             hgp = self._get_hgp(opts.instance or self._default_instance, opts.backend)
         if opts.backend:
             backend = self.backend(opts.backend, instance=hgp)
-            status = backend.status()
-            if status.operational is True and status.status_msg != "active":
+            status = self._run_status(backend, hgp)
+            if status is not None and status.operational is True and status.status_msg != "active":
                 warnings.warn(
                     f"The backend {backend.name} currently has a status of {status.status_msg}.",
                     stacklevel=2,
@@ -401,6 +405,24 @@ class RuntimeService:
             # status first (a quick job may already be final, and its stream replays it all).
             job._start_stream(callback, None, callback_errors)
         return job
+
+    def _run_status(self, backend: Backend, hgp: str | None) -> BackendStatus | None:
+        """The backend's status before a ``run()``; ``None`` while a recent one was active.
+
+        Only an ``active`` status is reused, for :data:`_ACTIVE_STATUS_SECONDS` seconds: a burst
+        of ``run()`` then asks once, and any other status is asked again at every ``run()``,
+        so its warning stops as soon as the backend is active again.
+        """
+        key = (backend.name, hgp)
+        now = clock.monotonic()
+        if now < self._active_until.get(key, now):
+            return None
+        status = backend.status()
+        if status.operational is True and status.status_msg == "active":
+            self._active_until[key] = now + _ACTIVE_STATUS_SECONDS
+        else:
+            self._active_until.pop(key, None)
+        return status
 
     # --------------------------------------------------------------------------------- jobs
 
@@ -459,12 +481,11 @@ class RuntimeService:
                     "The 'instance' keyword is only supported for ``ibm_quantum`` runtime."
                 )
             hub, group, project = _split_instance(instance)
-        collected: list[dict[str, Any]] = []
+        collected: list[JobListItem] = []
         offset = skip
         page_limit = limit or _PAGE_SIZE
         while True:
-            response = parse(
-                JobListResponse,
+            response = parse_jobs(
                 self._api_client.jobs_get(
                     limit=page_limit,
                     skip=offset,
@@ -479,8 +500,7 @@ class RuntimeService:
                     created_after=created_after,
                     created_before=created_before,
                     descending=descending,
-                ),
-                "job list",
+                )
             )
             page = response.jobs
             collected.extend(page)
@@ -495,7 +515,7 @@ class RuntimeService:
             offset += len(page)
         if limit:
             collected = collected[:limit]
-        return [self._decode_job(raw, lazy_params=True) for raw in collected]
+        return self._listed_jobs(collected)
 
     def delete_job(self, job_id: str) -> None:
         """Delete the job ``job_id``.
@@ -511,30 +531,62 @@ class RuntimeService:
                 raise RuntimeJobNotFound(f"Job not found: {err.message}") from None
             raise IBMRuntimeError(f"Failed to delete job: {err}") from None
 
-    def _decode_job(self, raw: dict[str, Any], lazy_params: bool = False) -> RuntimeJob:
+    def _decode_job(self, raw: dict[str, Any]) -> RuntimeJob:
+        """A job from the body of ``GET /jobs/{id}``, validated here."""
         job_id = raw.get("id") if isinstance(raw, dict) else None
         model = parse(JobResponse, raw, "job", str(job_id) if job_id else None)
-        instance = None
-        if self._channel == "ibm_quantum" and model.hub and model.group and model.project:
-            instance = f"{model.hub}/{model.group}/{model.project}"
-        backend = self._backend_or_placeholder(model.backend, instance) if model.backend else None
-        job = RuntimeJob(
-            backend=backend,
-            api_client=self._api_client,
-            client_params=self._client_params,
-            service=self,
-            job_id=model.id,
-            program_id=model.program.id if model.program else "",
-            params=None if lazy_params else _decode_params(model.params),
-            creation_date=model.created,
+        return RuntimeJob(
+            self._job_backend(model.backend, model.hub, model.group, model.project),
+            self._api_client,
+            self._client_params,
+            model.id,
+            model.program.id if model.program else "",
+            self,
+            _decode_params(model.params),
+            model.created,
+            image=model.runtime or "",
             session_id=model.session_id,
             tags=model.tags,
-            image=model.runtime or "",
         )
-        if lazy_params:
-            # Decoding every job's inputs up front is most of a long listing's cost.
-            job._raw_params = model.params
-        return job
+
+    def _listed_jobs(self, items: list[JobListItem]) -> list[RuntimeJob]:
+        """Jobs from validated listing entries; each decodes its inputs on first use."""
+        api_client, params, job_backend = self._api_client, self._client_params, self._job_backend
+        jobs: list[RuntimeJob] = []
+        for item in items:
+            program = item.get("program")
+            job = RuntimeJob(
+                job_backend(
+                    item.get("backend"), item.get("hub"), item.get("group"), item.get("project")
+                ),
+                api_client,
+                params,
+                item["id"],
+                program.get("id", "") if program else "",
+                self,
+                None,
+                item.get("created"),
+                image=item.get("runtime") or "",
+                session_id=item.get("session_id"),
+                tags=item.get("tags"),
+            )
+            # Decoding every job's inputs up front would be most of a long listing's cost.
+            job._raw_params = item.get("params")
+            jobs.append(job)
+        return jobs
+
+    def _job_backend(
+        self, name: str | None, hub: str | None, group: str | None, project: str | None
+    ) -> Backend | None:
+        """A job's backend (shared by the jobs on it), a retired placeholder, or ``None``."""
+        if not name:
+            return None
+        instance = None
+        if hub and group and project and self._channel == "ibm_quantum":
+            instance = f"{hub}/{group}/{project}"
+        return self._backend_objects.get((name, instance)) or self._backend_or_placeholder(
+            name, instance
+        )
 
 
 QiskitRuntimeService = RuntimeService

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Api
+from runtime_job import RuntimeService
+from runtime_job.server import LocalRuntimeServer
+from tests.integration.helpers import CAROL, Api
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +140,27 @@ def test_invalid_query_values_are_422(carol: Api, query: dict[str, str]) -> None
     response = carol.get("/jobs", params=query)
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["message"]
+
+
+def test_the_service_lists_what_the_server_lists(
+    server: LocalRuntimeServer, carol: Api, jobs: dict[str, Any]
+) -> None:
+    with RuntimeService(channel="local", url=server.url, token=CAROL) as service:
+        listed = service.jobs(limit=None)
+        oldest_first = service.jobs(limit=None, descending=False)
+        two = service.jobs(limit=2, skip=1, program_id="echo")
+    entries = carol.get("/jobs", params={"limit": 100}).json()["jobs"]
+    assert [job.job_id() for job in listed] == [entry["id"] for entry in entries]
+    assert [job.job_id() for job in oldest_first] == jobs["ids"]
+    echo = [entry["id"] for entry in entries if entry["program"]["id"] == "echo"]
+    assert [job.job_id() for job in two] == echo[1:3]
+    for job, entry in zip(listed, entries, strict=True):
+        assert job.program_id == entry["program"]["id"]
+        assert job.tags == entry["tags"]
+        assert job._session_id == entry["session_id"]
+        created = datetime.fromisoformat(entry["created"].replace("Z", "+00:00"))
+        assert job.creation_date == created
+        backend = job.backend()
+        assert backend is not None and backend.name == entry["backend"]
+    assert listed[-1].inputs == {"i": 0}
+    assert len({id(job.backend()) for job in listed}) == 1

@@ -28,7 +28,7 @@ from .faultproxy import FaultProxy, Respond
 TOKEN = "listing-token-5e6f7a8b"
 N_JOBS = 10_000
 BACKENDS = ["local_simulator", "ibm_retired_falcon", ""]  # live, retired, missing
-PAGE = 20  # the page size jobs() asks for when listing everything
+PAGE = 1000  # the page size jobs() asks for when listing everything
 
 
 def seed(data_dir: Path, count: int) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from runtime_job import QiskitRuntimeService, RuntimeJob, RuntimeOptions, RuntimeService
+from runtime_job import QiskitRuntimeService, RuntimeJob, RuntimeOptions, RuntimeService, timing
 from runtime_job.api.params import ClientParameters
 from runtime_job.backend import IBMRetiredBackend
 from runtime_job.exceptions import (
+    ApiIBMProtocolError,
     IBMInputValueError,
     IBMRuntimeError,
     QiskitBackendNotFoundError,
@@ -201,7 +204,7 @@ def test_jobs_paging(make: Any) -> None:
     client = many(25)
     service = make(client)
     assert len(service.jobs(limit=None)) == 25
-    assert client.calls[-1] == ("jobs_get", (200, 0))
+    assert client.calls[-1] == ("jobs_get", (1000, 0))
     assert len(service.jobs(limit=21)) == 21
     assert len(service.jobs(limit=30)) == 25
     assert len(service.jobs()) == 10
@@ -295,3 +298,213 @@ def test_listed_jobs_decode_their_inputs_when_asked() -> None:
     gets = client.count("job_get")
     assert job.inputs == {"z": 1 + 2j}
     assert client.count("job_get") == gets
+
+
+# -- the backend status asked before run() ------------------------------------------------
+
+
+class FakeTime:
+    """The monotonic clock of the library, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(timing.clock, "monotonic", fake.monotonic)
+    return fake
+
+
+class StatusClient(FakeRuntimeClient):
+    """Counts status requests; ``messages`` sets a backend's ``status_msg``."""
+
+    def __init__(self) -> None:
+        super().__init__(backends=("common_backend", "unique_backend_0"))
+        self.messages: dict[str, str] = {}
+
+    def backend_status(self, backend_name: str) -> dict[str, Any]:
+        self.calls.append(("backend_status", backend_name))
+        status = super().backend_status(backend_name)
+        status["status_msg"] = self.messages.get(backend_name, "active")
+        return status
+
+
+def run_quietly(service: RuntimeService, **opts: Any) -> RuntimeJob:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return run(service, **opts)
+
+
+@pytest.mark.parametrize("make", SERVICES)
+def test_a_burst_of_runs_asks_an_active_backend_once(make: Any, fake_time: FakeTime) -> None:
+    client = StatusClient()
+    service = make(client)
+    for _ in range(5):
+        run_quietly(service)
+    assert client.count("backend_status") == 1
+    assert client.count("program_run") == 5
+    fake_time.now += 29.9
+    run_quietly(service)
+    assert client.count("backend_status") == 1
+    fake_time.now += 0.1
+    run_quietly(service)
+    run_quietly(service)
+    assert client.count("backend_status") == 2
+    run_quietly(service, backend="unique_backend_0")
+    assert client.calls.count(("backend_status", "unique_backend_0")) == 1
+
+
+def test_the_status_is_kept_per_instance(fake_time: FakeTime) -> None:
+    client = StatusClient()
+    service = quantum(client)
+    run_quietly(service, instance="hub0/group0/project0")
+    run_quietly(service, instance="hub1/group1/project1")
+    run_quietly(service, instance="hub1/group1/project1")
+    assert client.count("backend_status") == 2
+
+
+@pytest.mark.parametrize("make", SERVICES)
+def test_a_backend_not_active_warns_at_every_run(make: Any, fake_time: FakeTime) -> None:
+    client = StatusClient()
+    client.messages["common_backend"] = "maintenance"
+    service = make(client)
+    message = "^The backend common_backend currently has a status of maintenance.$"
+    for asked in (1, 2, 3):
+        with pytest.warns(UserWarning, match=message):
+            run(service)
+        assert client.count("backend_status") == asked
+    # Active again: no warning from the next run on, and the status is then reused.
+    del client.messages["common_backend"]
+    run_quietly(service)
+    run_quietly(service)
+    assert client.count("backend_status") == 4
+    # Not active again: noticed once the active status is 30 s old.
+    client.messages["common_backend"] = "internal"
+    fake_time.now += 29.0
+    run_quietly(service)
+    fake_time.now += 1.0
+    with pytest.warns(UserWarning, match="currently has a status of internal"):
+        run(service)
+    assert client.count("backend_status") == 5
+    assert client.count("program_run") == 7
+
+
+def test_a_backend_not_operational_does_not_warn_and_is_asked_again(fake_time: FakeTime) -> None:
+    class Down(StatusClient):
+        def backend_status(self, backend_name: str) -> dict[str, Any]:
+            return {**super().backend_status(backend_name), "operational": False}
+
+    client = Down()
+    client.messages["common_backend"] = "down"
+    service = cloud(client)
+    run_quietly(service)
+    run_quietly(service)
+    assert client.count("backend_status") == 2
+
+
+# -- listings: every job checked in one pass, built from its fields ----------------------
+
+
+class ListingClient(FakeRuntimeClient):
+    """Answers ``jobs_get`` with one fixed page."""
+
+    def __init__(self, page: Any) -> None:
+        super().__init__(backends=("common_backend",))
+        self.page = page
+
+    def jobs_get(self, limit: int | None = None, skip: int | None = None, **kw: Any) -> Any:
+        self.calls.append(("jobs_get", (limit, skip)))
+        return self.page
+
+
+def listed(**fields: Any) -> dict[str, Any]:
+    return {
+        "id": "j1",
+        "state": {"status": "COMPLETED", "reason": None, "queue_position": 2},
+        "status": "Completed",
+        "backend": "common_backend",
+        "program": {"id": "sampler", "name": "Sampler"},
+        "created": "2023-06-20T12:00:25.000000Z",
+        "session_id": "s1",
+        "tags": ["a", "b"],
+        "hub": "hub1",
+        "group": "group1",
+        "project": "project1",
+        "runtime": "img:1",
+        "cost": 30,
+        "interim_results_count": 0,
+        "params": {"z": {"__type__": "complex", "__value__": [1, 2]}},
+        **fields,
+    }
+
+
+@pytest.mark.parametrize("make", SERVICES)
+def test_listed_jobs_carry_the_listing_fields(make: Any) -> None:
+    client = ListingClient({"jobs": [listed(), listed(id="j2", params=None)], "count": 2})
+    first, second = make(client).jobs(limit=None)
+    assert (first.job_id(), second.job_id()) == ("j1", "j2")
+    assert first.program_id == "sampler" and first.image == "img:1"
+    assert first.tags == ["a", "b"] and first.session_id == "s1"
+    assert first.creation_date == datetime(2023, 6, 20, 12, 0, 25, tzinfo=UTC)
+    backend = first.backend()
+    assert backend is not None and backend.name == "common_backend"
+    assert second.backend() is backend
+    expected_instance = "hub1/group1/project1" if make is quantum else None
+    assert backend._instance == expected_instance
+    assert first.inputs == {"z": 1 + 2j}
+    assert client.count("job_get") == 0
+
+
+def test_listed_jobs_without_optional_fields() -> None:
+    client = ListingClient({"jobs": [{"id": "bare"}], "count": 1})
+    (job,) = cloud(client).jobs(limit=None)
+    assert job.job_id() == "bare" and job.program_id == ""
+    assert job.tags is None and job.image == ""
+    client.add_job("bare", backend=None, session_id=None, created=None)
+    assert job.backend() is None
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        pytest.param(
+            {"jobs": [listed(), listed(id="j2", state={"status": 7})], "count": 2},
+            "Malformed job j2 response from the server: field 'state.status'",
+            id="job-field",
+        ),
+        pytest.param(
+            {"jobs": [listed(), listed(id="j3", tags="a")], "count": 2},
+            "Malformed job j3 response from the server: field 'tags'",
+            id="job-tags",
+        ),
+        pytest.param(
+            {"jobs": [listed(), {"state": {}}], "count": 2},
+            "Malformed job list response from the server: field 'jobs.1.id'",
+            id="no-id",
+        ),
+        pytest.param(
+            {"jobs": [listed(), "j2"], "count": 2},
+            "Malformed job list response from the server: field 'jobs.1'",
+            id="not-an-object",
+        ),
+        pytest.param(
+            {"jobs": [listed()], "count": "many"},
+            "Malformed job list response from the server: field 'count'",
+            id="count",
+        ),
+        pytest.param(
+            {"jobs": {}, "count": 1},
+            "Malformed job list response from the server: field 'jobs'",
+            id="jobs-not-a-list",
+        ),
+    ],
+)
+def test_malformed_listings_name_the_job_and_field(page: Any, message: str) -> None:
+    with pytest.raises(ApiIBMProtocolError) as caught:
+        quantum(ListingClient(page)).jobs(limit=None)
+    assert str(caught.value.message).startswith(message + ": ")
