@@ -346,7 +346,7 @@ class RuntimeClient:
         """``GET /jobs/{id}/results``: the result, as the body's UTF-8 bytes.
 
         Bytes, not text: results can be hundreds of MB, and the decoders read bytes directly,
-        which spares a decoded copy.
+        which spares a decoded copy. The body is read in one buffer (``large_body``).
 
         Args:
             job_id: The job.
@@ -357,7 +357,7 @@ class RuntimeClient:
         Raises:
             RequestsApiError: The request failed.
         """
-        return self._session.request("GET", f"/jobs/{_q(job_id)}/results").content
+        return self._session.request("GET", f"/jobs/{_q(job_id)}/results", large_body=True).content
 
     def job_interim_results(self, job_id: str) -> str:
         """``GET /jobs/{id}/interim_results``: the interim results text.
@@ -454,7 +454,7 @@ class RuntimeClient:
             raise ApiIBMProtocolError(
                 f"External result URL {redact(str(url))!r} is not an http(s) URL."
             )
-        return self._session.request("GET", url, auth=False).content
+        return self._session.request("GET", url, auth=False, large_body=True).content
 
     def open_stream(self, job_id: str, listener: StreamListener) -> StreamSubscription:
         """Start streaming ``job_id``'s results into ``listener`` (returns at once).

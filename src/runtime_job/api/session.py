@@ -21,6 +21,7 @@ See ``docs/timeouts-and-retries.md`` for the policy and its defaults.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import math
@@ -38,7 +39,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError
+from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from .._version import __version__
 from ..exceptions import (
@@ -86,6 +89,8 @@ REQUEST_ID_HEADERS: Final = ("X-Request-Id", "X-Correlation-Id", "X-Global-Trans
 """Response headers that may carry the server's request id, in order of preference."""
 DEADLINE_CHUNK_BYTES: Final = 64 * 1024
 """Under a caller's deadline, a response body is read this much at a time, checking the time."""
+LARGE_CHUNK_BYTES: Final = 1 << 20
+"""A large body (``large_body=True``) is read this much at a time when it cannot be read whole."""
 
 _SECRET_QUERY_KEYS: Final = frozenset({"access_token", "token", "apitoken", "apikey", "api_key"})
 _REDACTED: Final = "<redacted>"
@@ -702,6 +707,7 @@ class HttpSession:
         auth: bool = True,
         idempotent: bool | None = None,
         timeout: tuple[float, float] | None = None,
+        large_body: bool = False,
     ) -> requests.Response:
         """Send a request, retrying under the policy; return a successful response.
 
@@ -717,9 +723,11 @@ class HttpSession:
             idempotent: Override whether the request is safe to resend (default: decided
                 from the method, the path and ``Idempotency-Key``; see :class:`RetryPolicy`).
             timeout: ``(connect, read)`` seconds for this request (default: the parameters').
+            large_body: The body may be large (a job result): read it into one buffer sized
+                by ``Content-Length``, without intermediate copies (see :func:`_read_large_body`).
 
         Returns:
-            The response, with a status below 400.
+            The response, with a status below 400 and its body read.
 
         Raises:
             IBMNotAuthorizedError: HTTP 401 (except on the login endpoint); never retried.
@@ -765,9 +773,11 @@ class HttpSession:
                     verify=self._params.verify,
                     proxies=self._params.connection_parameters().get("proxies") or {},
                     allow_redirects=True,
-                    stream=deadline is not None,
+                    stream=large_body or deadline is not None,
                 )
-                if deadline is not None:
+                if large_body:
+                    _read_large_body(response, deadline, method, safe_url)
+                elif deadline is not None:
                     _read_body_by(response, deadline, method, safe_url)
             except requests.RequestException as err:
                 if deadline is not None and deadline.expired():
@@ -1007,6 +1017,116 @@ def _read_body_by(
         response.close()
         raise
     response._content = bytes(body)
+
+
+def _read_large_body(
+    response: requests.Response, deadline: Deadline | None, method: str, safe_url: str
+) -> None:
+    """Read a streamed response's body with as few copies as possible.
+
+    With a ``Content-Length`` and no ``Content-Encoding``, the body is read in one call into
+    a single ``bytes`` of that size (under a deadline: into a preallocated buffer, a chunk of
+    :data:`LARGE_CHUNK_BYTES` at a time, checking the time). A body that ends early raises
+    ``requests.exceptions.ChunkedEncodingError`` (retried as a dropped response). Other bodies
+    are read as :func:`_read_body_by` does. The connection is closed on any failure.
+    """
+    length = _plain_length(response, method)
+    if length is None:
+        if deadline is not None:
+            _read_body_by(response, deadline, method, safe_url)
+            return
+        try:
+            body = b"".join(response.iter_content(LARGE_CHUNK_BYTES))
+        except BaseException:
+            response.close()
+            raise
+    else:
+        try:
+            body = _read_exactly(response, length, deadline, method, safe_url)
+            if len(body) != length:
+                raise requests.exceptions.ChunkedEncodingError(_short_body(len(body), length))
+        except BaseException:
+            response.close()
+            raise
+    response._content = body
+    response._content_consumed = True  # type: ignore[attr-defined]
+
+
+def _plain_length(response: requests.Response, method: str) -> int | None:
+    """The ``Content-Length`` of a body sent as is, else ``None``."""
+    headers = response.headers
+    value = headers.get("Content-Length", "").strip()
+    no_body = method == "HEAD" or response.status_code in (204, 304)
+    framed = headers.get("Content-Encoding") or headers.get("Transfer-Encoding")
+    if no_body or framed or not value.isdigit():
+        return None
+    return int(value)
+
+
+def _read_chunks_into(
+    response: requests.Response, length: int, deadline: Deadline, method: str, safe_url: str
+) -> bytes:
+    """``length`` body bytes read into one buffer, giving up once ``deadline`` passes."""
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    got = 0
+    try:
+        while got < length:
+            n = response.raw.readinto(view[got : got + LARGE_CHUNK_BYTES])
+            if n == 0:
+                raise requests.exceptions.ChunkedEncodingError(_short_body(got, length))
+            got += n
+            if got < length and deadline.expired():
+                raise _deadline_error(method, safe_url, " (while reading the response)")
+    finally:
+        view.release()
+    return bytes(buffer)
+
+
+def _short_body(got: int, length: int) -> str:
+    return f"the connection closed after {got} of the {length} bytes of the response body"
+
+
+def _read_exactly(
+    response: requests.Response,
+    length: int,
+    deadline: Deadline | None,
+    method: str,
+    safe_url: str,
+) -> bytes:
+    """The body, urllib3's errors turned into the ``requests`` ones they stand for."""
+    try:
+        if deadline is None:
+            data: bytes = response.raw.read(decode_content=False)
+            return data
+        return _read_chunks_into(response, length, deadline, method, safe_url)
+    except ProtocolError as err:
+        got = _incomplete_read(err)
+        if got is None:
+            raise requests.exceptions.ChunkedEncodingError(err) from err
+    except Urllib3ReadTimeoutError as err:
+        raise requests.exceptions.ConnectionError(err) from err
+    except Urllib3SSLError as err:
+        raise requests.exceptions.SSLError(err) from err
+    # Raised outside the handler, so that no exception keeps the partial body alive.
+    raise requests.exceptions.ChunkedEncodingError(_short_body(got, length))
+
+
+def _incomplete_read(err: BaseException) -> int | None:
+    """Bytes received, when ``err`` stems from a body shorter than announced."""
+    seen: set[int] = set()
+    stack: list[Any] = [err]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, http.client.IncompleteRead):
+            partial: Any = current.partial
+            return partial if isinstance(partial, int) else len(partial)
+        stack.extend(current.args)
+        stack.extend((current.__cause__, current.__context__))
+    return None
 
 
 def _license_message(text: str) -> str | None:

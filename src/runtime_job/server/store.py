@@ -536,6 +536,29 @@ class Store:
         row = self._conn().execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
+    def open_result(self, job_id: str) -> ResultReader | None:
+        """The stored result of a job as UTF-8 bytes to read in pieces (``None``: no result).
+
+        The reader has its own connection, so its read transaction (one consistent
+        snapshot) does not hold up the writes of this thread's connection. Close it.
+        """
+        if self._closed:
+            raise RuntimeError("store is closed")
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("BEGIN")
+            row = conn.execute(
+                "SELECT num, typeof(result) FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None or row[1] == "null":
+                conn.close()
+                return None
+            blob = conn.blobopen("jobs", "result", row[0], readonly=True)
+        except BaseException:
+            conn.close()
+            raise
+        return ResultReader(conn, blob)
+
     def queue_position(self, job: JobRecord) -> int:
         """1-based position of a queued job in the (global, first-in first-out) queue."""
         row = (
@@ -804,6 +827,32 @@ def _get_job(conn: sqlite3.Connection, job_id: str, user_id: str | None) -> JobR
     return None if row is None else JobRecord.from_row(row)
 
 
+class ResultReader:
+    """A job's stored result, read a piece at a time from one snapshot of the database.
+
+    Holds a connection and its read transaction until :meth:`close`.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, blob: sqlite3.Blob) -> None:
+        self._conn = conn
+        self._blob = blob
+        self._size = len(blob)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, size: int = -1) -> bytes:
+        """The next ``size`` bytes (all the rest when negative); ``b""`` at the end."""
+        return self._blob.read(size)
+
+    def close(self) -> None:
+        """Release the snapshot and the connection (idempotent)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._blob.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+
 __all__ = [
     "ACTIVE_STATES",
     "CANCELLED",
@@ -820,6 +869,7 @@ __all__ = [
     "JobFilter",
     "JobRecord",
     "NewJob",
+    "ResultReader",
     "Store",
     "StreamSnapshot",
     "iso_utc",
