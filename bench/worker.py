@@ -104,10 +104,10 @@ def client_versions(client: str) -> dict[str, str]:
 class Raw:
     """The same wire traffic as a client, written by hand with one ``requests.Session``."""
 
-    def __init__(self, kind: str = "main") -> None:
+    def __init__(self, kind: str = "main", base: str | None = None) -> None:
         import requests
 
-        self.base = base_url()
+        self.base = base or base_url()
         self.session = requests.Session()
         self.session.verify = cert_path()
         login = self.session.post(
@@ -379,6 +379,78 @@ def scenario_completion(client: str, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- scenario 7: completion detection without a stream (the client polls) ----------------------
+
+
+class StatusCounter:
+    """Counts the ``GET /jobs/{id}`` requests of this process (every client uses requests).
+
+    It wraps ``requests.adapters.HTTPAdapter.send``, which each request of ours, of the
+    reference and of the limit goes through (retries included).
+    """
+
+    def __init__(self) -> None:
+        from urllib.parse import urlsplit
+
+        import requests.adapters
+
+        self.count = 0
+        original = requests.adapters.HTTPAdapter.send
+        counter = self
+
+        def send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if request.method == "GET":
+                parts = urlsplit(request.url).path.rstrip("/").split("/")
+                if len(parts) >= 2 and parts[-2] == "jobs":
+                    counter.count += 1
+            return original(adapter, request, *args, **kwargs)
+
+        requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign]
+
+
+def scenario_polling(client: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Completion to ``result()`` against a server that does not stream (``--no-streams``).
+
+    ``ours`` and ``ref`` call ``result()`` right after ``run()`` (each opens a stream, the
+    server closes it at once, each polls). The limit learns of completion as soon as one
+    round trip can: ``GET /jobs/{id}`` back to back, then ``GET /jobs/{id}/results``.
+    """
+    jobs, seconds = int(args["jobs"]), float(args["sleep"])
+    counter = StatusCounter()
+    raw = Raw() if client == "limit" else None
+    service = None if client == "limit" else make_service(client)
+    latencies: list[float] = []
+    requests_per_job: list[int] = []
+    for _ in range(jobs):
+        before = counter.count
+        if raw is not None:
+            job_id = raw.submit("sleep", {"seconds": seconds})
+            while raw.status(job_id).upper() not in ("COMPLETED", "FAILED", "CANCELLED"):
+                pass
+            response = raw.session.get(f"{raw.base}/jobs/{job_id}/results", timeout=60)
+            response.raise_for_status()
+            value = json.loads(response.content)
+            returned = time.time()
+            requests_per_job.append(counter.count - before)
+            finished = raw.finished_at(job_id)
+        else:
+            assert service is not None
+            job = service.run("sleep", {"seconds": seconds}, options=OPTIONS)
+            value = job.result(timeout=seconds + 120)
+            returned = time.time()
+            requests_per_job.append(counter.count - before)
+            finished = iso_to_epoch(job.metrics()["timestamps"]["finished"])
+        if not (isinstance(value, dict) and value.get("slept") == seconds):
+            raise RuntimeError(f"unexpected result {value!r}")
+        latencies.append(returned - finished)
+    return {
+        "latencies_ms": [x * 1e3 for x in latencies],
+        "requests": requests_per_job,
+        "p50_ms": statistics.median(latencies) * 1e3,
+        "max_ms": max(latencies) * 1e3,
+    }
+
+
 # -- scenario 3: concurrent streaming ------------------------------------------------------------
 
 
@@ -613,9 +685,11 @@ SCENARIOS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     "status": scenario_status,
     "completion": scenario_completion,
     "streaming": scenario_streaming,
+    "held": scenario_streaming,  # the same, against a server that holds jobs for their client
     "large": scenario_large,
     "listing": scenario_listing,
     "submit": scenario_submit,
+    "polling": scenario_polling,
 }
 
 

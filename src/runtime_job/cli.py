@@ -4,6 +4,8 @@ Commands::
 
     runtime-job serve [--host 127.0.0.1] [--port 0] [--data-dir DIR] [--token TOKEN ...]
                       [--tls-cert FILE --tls-key FILE] [--workers N] [--program ID=MOD:FUNC ...]
+                      [--insecure-bind] [--no-streams] [--hold-for-streams SECONDS]
+                      [--log-level LEVEL]
     runtime-job [CONNECTION] jobs list [--limit N] [--skip N] [--program ID] [--pending |
                       --no-pending] [--tag TAG ...] [--backend NAME] [--session ID]
                       [--created-after TIME] [--created-before TIME] [--asc] [--json]
@@ -139,6 +141,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a number of seconds, 0 or more")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -203,6 +215,21 @@ def add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="allow a non-loopback address without TLS",
     )
     parser.add_argument(
+        "--no-streams",
+        dest="streams",
+        action="store_false",
+        help="play a server that does not stream: each /stream/jobs/{id} websocket is "
+        "closed normally at once, with nothing sent, so clients poll",
+    )
+    parser.add_argument(
+        "--hold-for-streams",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep each queued job waiting until a client opens its stream, or SECONDS "
+        "at most (default 0: run jobs as soon as a worker is free)",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -242,6 +269,8 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             programs=dict(args.program),
             insecure_bind=args.insecure_bind,
+            streams=args.streams,
+            hold_for_streams=args.hold_for_streams,
         )
     except ValueError as err:
         print(f"runtime-job serve: error: {err}", file=sys.stderr)

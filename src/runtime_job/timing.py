@@ -63,21 +63,26 @@ class Deadline:
 class PollPolicy:
     """How often to ask the server for a job's status while waiting without a stream.
 
-    The first polls come fast (a short job finishes in milliseconds), then the interval
-    grows by ``factor`` up to ``max_interval``, so a long job costs few requests.
+    The n-th interval (from 0) is ``initial * factor**n`` or ``ratio`` times the time
+    waited so far, whichever is longer, capped at ``max_interval``. The default polls every
+    10 ms for the first 0.25 s, then every 4 % of the time waited (learning of completion
+    about 2 % late on average), then every 2 s from 50 s on: 162 requests over a 60 s job
+    where the reference's fixed 0.1 s loop makes 600 (``docs/timeouts-and-retries.md``).
 
     Attributes:
         initial: First interval in seconds.
-        factor: Growth per poll.
+        factor: Growth of the fixed part per poll (1: none).
+        ratio: Share of the time waited so far (0: none).
         max_interval: Cap on the interval.
     """
 
     initial: float = 0.01
-    factor: float = 1.5
+    factor: float = 1.0
+    ratio: float = 0.04
     max_interval: float = 2.0
 
     def intervals(self) -> PollIntervals:
-        """A fresh sequence of intervals for one wait."""
+        """A fresh sequence of intervals for one wait (its time starts now)."""
         return PollIntervals(self)
 
 
@@ -87,11 +92,17 @@ class PollIntervals:
     def __init__(self, policy: PollPolicy) -> None:
         self._policy = policy
         self._next = policy.initial
+        self._started = clock.monotonic()
 
     def next(self, hint: float | None = None) -> float:
         """The next interval; a server hint (``Retry-After``) wins when longer."""
+        policy = self._policy
         value = self._next
-        self._next = min(self._policy.max_interval, self._next * self._policy.factor)
+        self._next = min(policy.max_interval, self._next * policy.factor)
+        if policy.ratio > 0:
+            waited = clock.monotonic() - self._started
+            value = max(value, policy.ratio * waited)
+        value = min(policy.max_interval, value)
         if hint is not None and hint > value:
             return hint
         return value

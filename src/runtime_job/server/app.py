@@ -29,7 +29,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +38,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
 from .. import __version__
@@ -54,6 +54,7 @@ from .store import (
     JobFilter,
     JobRecord,
     NewJob,
+    ResultReader,
     Store,
 )
 
@@ -68,6 +69,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _JOB_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
+_RESULT_CHUNK = 1 << 20
+"""A result body longer than this is sent in pieces of this size."""
 _SPACE_OFFSET_RE = re.compile(r" (\d\d:?\d\d)$")
 
 
@@ -302,11 +305,15 @@ def _parse_time(value: str, name: str) -> str:
         ) from None
 
 
-def create_app(ctx: AppContext) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def create_app(
+    ctx: AppContext, *, streams: bool = True
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """Build the ASGI application serving ``ctx``.
 
     Args:
         ctx: The server's components.
+        streams: Serve ``/stream/jobs/{id}``. When false, each stream is accepted and at
+            once closed normally, with nothing sent (see :data:`STREAMS_OFF_REASON`).
 
     Returns:
         The ASGI application (FastAPI wrapped in the size/header guard).
@@ -543,8 +550,22 @@ def create_app(ctx: AppContext) -> Callable[[Scope, Receive, Send], Awaitable[No
                 "JOB_NOT_FINAL",
                 f"Job {job.id} is {job.status}: its result is available once it is final.",
             )
-        text = store.get_result(job.id) or ""
-        return Response(text, 200, media_type=_JSON if job.status == COMPLETED else _TEXT)
+        media_type = _JSON if job.status == COMPLETED else _TEXT
+        result = store.open_result(job.id)
+        if result is None or len(result) <= _RESULT_CHUNK:
+            body = b""
+            if result is not None:
+                with contextlib.closing(result):
+                    body = result.read()
+            return Response(body, 200, media_type=media_type)
+        # One huge send is slow over TLS (asyncio copies and encrypts it whole), and reading
+        # the whole value first delays the first byte: stream it from the database.
+        return StreamingResponse(
+            _pieces(result),
+            200,
+            headers={"Content-Length": str(len(result))},
+            media_type=media_type,
+        )
 
     @app.get("/jobs/{job_id}/interim_results")
     async def job_interim_results(job_id: str, request: Request) -> Response:
@@ -577,9 +598,24 @@ def create_app(ctx: AppContext) -> Callable[[Scope, Receive, Send], Awaitable[No
 
     @app.websocket("/stream/jobs/{job_id}")
     async def stream_job(websocket: WebSocket, job_id: str) -> None:
-        await _stream(websocket, job_id, ctx)
+        if streams:
+            await _stream(websocket, job_id, ctx)
+        else:
+            await _no_stream(websocket, ctx)
 
     return _Guard(app, ctx.max_body)
+
+
+async def _pieces(result: ResultReader) -> AsyncIterator[bytes]:
+    """A stored result in pieces of :data:`_RESULT_CHUNK` bytes; closes it at the end."""
+    try:
+        while piece := result.read(_RESULT_CHUNK):
+            yield piece
+            # Sending returns at once while the transport takes it all: let the loop run, so
+            # that a client's disconnection is noticed (and the rest not sent into the void).
+            await asyncio.sleep(0)
+    finally:
+        result.close()
 
 
 def _now_iso() -> str:
@@ -678,6 +714,25 @@ def _record_cursor(store: Store, job_id: str, user: str, sent: int, recorded: in
     return max(sent, recorded)
 
 
+STREAMS_OFF_REASON = "streaming is off on this server: poll GET /jobs/{id}"
+"""Close reason of every stream of a server started without streams."""
+
+
+async def _no_stream(websocket: WebSocket, ctx: AppContext) -> None:
+    """A server without streams: authenticate, accept, then close normally at once.
+
+    A normal close (1000) with nothing sent is the one ending after which both our client
+    and the reference fall back to polling at once; a refused handshake (403, 404) or a
+    policy close (1008) makes the reference retry for about 15 s first.
+    """
+    if ctx.auth.user_for_headers(websocket.headers) is None:
+        await _deny(websocket, 401, "UNAUTHORIZED", "Missing or invalid authentication token.")
+        return
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.accept()
+        await websocket.close(1000, STREAMS_OFF_REASON)
+
+
 async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
     """Serve ``/stream/jobs/{id}``: plain (reference) or sequenced (``seq=1``) frames."""
     user = ctx.auth.user_for_headers(websocket.headers)
@@ -715,6 +770,7 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
         else:
             await websocket.send_text("ACK")
             after = recorded = store.get_cursor(job_id, user)
+        ctx.runner.stream_opened(job_id)  # a job held until its client listens may run
         while True:
             event.clear()
             snap = store.snapshot(job_id, after, with_result=True)
@@ -776,6 +832,7 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
 
 
 __all__ = [
+    "STREAMS_OFF_REASON",
     "ApiProblem",
     "AppContext",
     "Notifier",

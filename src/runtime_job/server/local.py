@@ -118,6 +118,12 @@ class LocalRuntimeServer:
             whole :class:`ProgramRegistry`.
         insecure_bind: Allow a non-loopback address without TLS.
         max_body: Largest accepted request body in bytes.
+        streams: Serve the websocket ``/stream/jobs/{id}``. ``False`` plays a server
+            that does not stream: each stream is accepted and at once closed normally
+            (1000), with nothing sent, so clients poll ``GET /jobs/{id}``.
+        hold_for_streams: Seconds a queued job waits for a client on its stream before it
+            runs anyway (0, the default: it runs as soon as a worker is free). Plays a
+            service that starts each job when its client listens.
 
     Raises:
         ValueError: Inconsistent arguments (TLS half given, non-loopback without TLS, ...).
@@ -136,6 +142,8 @@ class LocalRuntimeServer:
         *,
         insecure_bind: bool = False,
         max_body: int | None = None,
+        streams: bool = True,
+        hold_for_streams: float = 0.0,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together.")
@@ -164,6 +172,10 @@ class LocalRuntimeServer:
             programs if isinstance(programs, ProgramRegistry) else ProgramRegistry(programs)
         )
         self.max_body = max_body
+        self.streams = streams
+        if not hold_for_streams >= 0:
+            raise ValueError("hold_for_streams must be a number of seconds, 0 or more.")
+        self.hold_for_streams = float(hold_for_streams)
         self._url: str | None = None
         self._lock_fd: int | None = None
         self._store: Store | None = None
@@ -272,12 +284,14 @@ class LocalRuntimeServer:
             logger.warning("%d job(s) were running when the server stopped: failed.", len(failed))
         self._hub = hub = StreamHub()
         self._notifier = notifier = Notifier(hub)
-        self._runner = runner = Runner(store, self.programs, self.workers, notifier)
+        self._runner = runner = Runner(
+            store, self.programs, self.workers, notifier, hold=self.hold_for_streams
+        )
         auth = Authenticator(self._tokens, store)
         ctx = AppContext(store=store, auth=auth, programs=self.programs, runner=runner, hub=hub)
         if self.max_body is not None:
             ctx.max_body = self.max_body
-        app = create_app(ctx)
+        app = create_app(ctx, streams=self.streams)
         self._socket = sock = self._bind()
         port = sock.getsockname()[1]
         scheme = "https" if self.tls_cert else "http"

@@ -102,6 +102,9 @@ class Runner:
         workers: Number of worker processes (at least 1).
         notify: Called (from the runner thread) with a job id after its stored state or
             stream changed.
+        hold: Seconds a queued job waits for a client on its stream before it runs anyway
+            (0: jobs never wait). Emulates a service that starts a job when its client
+            listens, for benchmarks and tests of many concurrent streams.
     """
 
     def __init__(
@@ -110,9 +113,15 @@ class Runner:
         programs: ProgramRegistry,
         workers: int,
         notify: Callable[[str], None],
+        hold: float = 0.0,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if not hold >= 0:
+            raise ValueError("hold must be a number of seconds, 0 or more")
+        self._hold = float(hold)
+        self._hold_until: dict[str, float] = {}  # held jobs: when they run anyway
+        self._watched: set[str] = set()  # held jobs whose stream has a client
         self._store = store
         self._programs = programs
         self._size = workers
@@ -153,6 +162,11 @@ class Runner:
     def cancel(self, job_id: str) -> None:
         """Stop a job already marked final in the store: drop it or kill its worker."""
         self._command("cancel", job_id)
+
+    def stream_opened(self, job_id: str) -> None:
+        """A client opened the job's stream: a job held for it may run (see ``hold``)."""
+        if self._hold:
+            self._command("watched", job_id)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers."""
@@ -220,8 +234,12 @@ class Runner:
                 for name, job_id in commands:
                     if name == "submit":
                         self._pending.append(job_id)
+                        if self._hold:
+                            self._hold_until[job_id] = time.monotonic() + self._hold
                     elif name == "cancel":
                         self._cancel(job_id)
+                    elif name == "watched" and job_id in self._hold_until:
+                        self._watched.add(job_id)
                 self._replenish()
                 self._dispatch()
                 waitables: list[Any] = [self._wake_r]
@@ -253,6 +271,9 @@ class Runner:
             deadlines.append(self._spawn_after)
         if any(w.sentinel is None for w in self._workers):
             deadlines.append(now + _POLL_WITHOUT_SENTINEL)
+        held = [t for job_id, t in self._hold_until.items() if job_id not in self._watched]
+        if held:
+            deadlines.append(min(held))
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -264,11 +285,31 @@ class Runner:
             self._spawn()
 
     def _dispatch(self) -> None:
+        held: list[str] = []
+        try:
+            self._dispatch_some(held)
+        finally:
+            self._pending.extendleft(reversed(held))  # still first in line, in order
+
+    def _held(self, job_id: str) -> bool:
+        until = self._hold_until.get(job_id)
+        if until is None:
+            return False
+        if job_id not in self._watched and time.monotonic() < until:
+            return True
+        del self._hold_until[job_id]
+        self._watched.discard(job_id)
+        return False
+
+    def _dispatch_some(self, held: list[str]) -> None:
         while self._pending:
             idle = next((w for w in self._workers if w.ready and w.job_id is None), None)
             if idle is None:
                 return
             job_id = self._pending.popleft()
+            if self._held(job_id):
+                held.append(job_id)
+                continue
             job = self._store.get_job(job_id)
             if job is None or not self._store.mark_running(job_id, time.time()):
                 continue
@@ -394,6 +435,8 @@ class Runner:
     def _cancel(self, job_id: str) -> None:
         with contextlib.suppress(ValueError):
             self._pending.remove(job_id)
+        self._hold_until.pop(job_id, None)
+        self._watched.discard(job_id)
         for w in self._workers:
             if w.job_id == job_id and not w.killed:
                 self._kill(w)

@@ -1,0 +1,110 @@
+"""A server that starts each job when its client listens (``hold_for_streams``)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime_job.server import LocalRuntimeServer
+from tests.integration.helpers import ALICE, Api, ws_open, ws_read_all
+
+from .test_no_streams import _command
+
+A = {"X-Access-Token": ALICE}
+
+
+@pytest.fixture(scope="module")
+def holding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
+    with LocalRuntimeServer(
+        data_dir=tmp_path_factory.mktemp("hold"), tokens=[ALICE], workers=2, hold_for_streams=60
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def api(holding: LocalRuntimeServer) -> Iterator[Api]:
+    client = Api(holding.url, ALICE)
+    yield client
+    client.close()
+
+
+def _status(api: Api, job_id: str) -> str:
+    return str(api.job(job_id)["state"]["status"])
+
+
+def test_a_job_waits_for_its_stream_and_its_client_gets_every_message(
+    api: Api, holding: LocalRuntimeServer
+) -> None:
+    held = api.submit("hello-world", {"iterations": 3})
+    other = api.submit("hello-world", {"iterations": 1})
+    time.sleep(0.5)  # two idle workers: without the hold both would be done by now
+    assert _status(api, held) == "QUEUED" and _status(api, other) == "QUEUED"
+    ws = ws_open(holding.url, held, A)  # the plain protocol: live messages only
+    frames, code = ws_read_all(ws)
+    assert frames == [
+        "ACK",
+        '{"iteration": 1}',
+        '{"iteration": 2}',
+        '{"iteration": 3}',
+        '"Hello, World!"',
+    ]
+    assert code == 1000
+    assert _status(api, other) == "QUEUED"  # still waiting for its own client
+
+
+def test_a_held_job_runs_anyway_after_the_hold(tmp_path: Path) -> None:
+    with LocalRuntimeServer(
+        data_dir=tmp_path / "data", tokens=[ALICE], workers=1, hold_for_streams=0.3
+    ) as srv:
+        client = Api(srv.url, ALICE)
+        try:
+            job_id = client.submit("hello-world", {"iterations": 0})
+            assert client.wait_final(job_id)["state"]["status"] == "COMPLETED"
+        finally:
+            client.close()
+
+
+def test_a_held_job_can_be_cancelled(api: Api) -> None:
+    job_id = api.submit("hello-world")
+    assert api.post(f"/jobs/{job_id}/cancel").status_code == 204
+    assert _status(api, job_id) == "CANCELLED"
+
+
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_serve_refuses_a_bad_hold(tmp_path: Path, value: str) -> None:
+    args = ["serve", "--data-dir", str(tmp_path / "data"), "--hold-for-streams", value]
+    done = subprocess.run([*_command(), *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "--hold-for-streams" in done.stderr
+
+
+def test_serve_hold_flag_holds(tmp_path: Path) -> None:
+    args = ["serve", "--data-dir", str(tmp_path / "data"), "--token", ALICE, "--workers", "1"]
+    process = subprocess.Popen(
+        [*_command(), *args, "--hold-for-streams", "60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[3]
+        client = Api(url, ALICE)
+        try:
+            job_id = client.submit("hello-world", {"iterations": 0})
+            time.sleep(0.5)
+            assert _status(client, job_id) == "QUEUED"
+            frames, code = ws_read_all(ws_open(url, job_id, A))
+            assert (frames, code) == (["ACK", '"Hello, World!"'], 1000)
+        finally:
+            client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
