@@ -210,10 +210,8 @@ class Server:
             "0",
             "--data-dir",
             str(self.tmp / f"{self.name}-data"),
-            "--token",
-            self.token,
-            "--token",
-            self.list_token,
+            f"--token={self.token}",  # "=": a random token may start with "-"
+            f"--token={self.list_token}",
             "--tls-cert",
             str(cert),
             "--tls-key",
