@@ -91,6 +91,13 @@ class Truncate:
 
 
 @dataclass
+class CutHead:
+    """Forward, then send only the first ``keep`` bytes of the response's head, and close."""
+
+    keep: int
+
+
+@dataclass
 class Throttle:
     """Forward, sending the body ``chunk`` bytes at a time, ``interval`` seconds apart."""
 
@@ -105,7 +112,7 @@ class Rewrite:
     fn: Callable[[int, bytes], tuple[int, bytes]]
 
 
-Action = Respond | Stall | Drop | Delay | Lose | Truncate | Throttle | Rewrite
+Action = Respond | Stall | Drop | Delay | Lose | Truncate | CutHead | Throttle | Rewrite
 
 
 @dataclass
@@ -442,6 +449,10 @@ class FaultProxy:
                 return False
             c_writer.write(r_head.encode(min(len(r_body), action.keep)))
             c_writer.write(r_body[: action.keep])
+        elif isinstance(action, CutHead):
+            c_writer.write(r_head.encode(len(r_body))[: action.keep])
+            await c_writer.drain()
+            return False
         elif isinstance(action, Throttle):
             c_writer.write(r_head.encode(len(r_body)))
             for start in range(0, len(r_body), action.chunk):
@@ -579,5 +590,6 @@ __all__ = [
     "Stall",
     "Throttle",
     "Truncate",
+    "CutHead",
     "ws_count",
 ]

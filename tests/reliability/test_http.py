@@ -34,7 +34,17 @@ from runtime_job.exceptions import (
 from runtime_job.timing import PollPolicy
 from tests.stream.streamkit import LoopThread
 
-from .faultproxy import Drop, FaultProxy, Lose, Respond, Rewrite, Stall, Throttle, Truncate
+from .faultproxy import (
+    CutHead,
+    Drop,
+    FaultProxy,
+    Lose,
+    Respond,
+    Rewrite,
+    Stall,
+    Throttle,
+    Truncate,
+)
 
 HTML = "<html><head><title>Maintenance</title></head><body>Back soon</body></html>"
 
@@ -441,6 +451,27 @@ def test_11_body_cut_short_of_its_content_length_is_a_typed_error(
     assert isinstance(caught.value.__cause__ or caught.value, IBMError)
     assert "Gave up after 3 attempts" in str(caught.value)  # a GET is read twice more
     assert proxy.count("GET", f"/jobs/{job_id}") == 3
+
+
+@pytest.mark.parametrize("keep", [15, 40])  # in the status line's headers, before the length
+def test_11_response_cut_inside_its_head_is_retried_like_a_dropped_one(
+    keep: int,
+    proxy: FaultProxy,
+    direct: RuntimeClient,
+    connect: Callable[..., RuntimeService],
+    sleeps: list[float],
+) -> None:
+    job_id = finished_job(direct)
+    service = connect(proxy.url)
+    proxy.add("GET", f"/jobs/{job_id}", CutHead(keep=keep), times=1)
+    assert service.job(job_id).job_id() == job_id  # the second read got the whole response
+    assert proxy.count("GET", f"/jobs/{job_id}") == 2
+    proxy.add("GET", f"/jobs/{job_id}", CutHead(keep=keep))
+    with pytest.raises(IBMRuntimeError) as caught:
+        service.job(job_id)
+    assert not isinstance(caught.value, ApiIBMProtocolError)
+    assert "Gave up after 3 attempts" in str(caught.value)
+    assert proxy.count("GET", f"/jobs/{job_id}") == 5
 
 
 @pytest.mark.parametrize("kind", ["html-200", "plain-text-200", "truncated-json"])

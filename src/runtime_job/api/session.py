@@ -779,6 +779,7 @@ class HttpSession:
                     _read_large_body(response, deadline, method, safe_url)
                 elif deadline is not None:
                     _read_body_by(response, deadline, method, safe_url)
+                _check_head_complete(response, method)
             except requests.RequestException as err:
                 if deadline is not None and deadline.expired():
                     raise _deadline_error(method, safe_url) from err
@@ -1017,6 +1018,27 @@ def _read_body_by(
         response.close()
         raise
     response._content = bytes(body)
+
+
+def _check_head_complete(response: requests.Response, method: str) -> None:
+    """Refuse a response whose connection closed inside its header block.
+
+    ``http.client`` takes the headers it got before the close as the whole head, and then a
+    body that runs to the close: a 200 with an empty body and neither ``Content-Length`` nor
+    ``Transfer-Encoding``, which no server sends on purpose. Raised as a broken response, it
+    is retried like one. Only responses read from a socket are checked (test doubles such as
+    ``responses`` build theirs without framing headers).
+    """
+    if response.status_code != 200 or method == "HEAD" or response.content:
+        return
+    headers = response.headers
+    if "Content-Length" in headers or "Transfer-Encoding" in headers:
+        return
+    if isinstance(getattr(response.raw, "_original_response", None), http.client.HTTPResponse):
+        response.close()
+        raise requests.exceptions.ChunkedEncodingError(
+            "the connection closed inside the response's header block"
+        )
 
 
 def _read_large_body(
