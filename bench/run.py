@@ -153,6 +153,10 @@ HELD_COUNT = 5
 """Interim results of each job of the held scenario (the spec's "48 jobs x 5 messages")."""
 HELD_FOR = 60.0
 """``--hold-for-streams`` of the third server: a queued job waits this long for its client."""
+STREAM_PACE = 0.02
+"""Concurrent streaming submits one job per 20 ms at most, whatever the client: the server is
+one process on the same cores, and a client that submits faster would load it more, so that
+the delivery delays would measure the server (``bench/doc_header.md``)."""
 STREAM_COUNT, STREAM_INTERVAL = 10, 0.05
 """Each streaming job publishes 10 interim results 50 ms apart: with enough server workers,
 dozens of jobs publish at the same time, which is what tests a client's streaming."""
@@ -444,6 +448,7 @@ def run_streaming(runner: Runner, plan: Plan, raw: worker.Raw, out: Results) -> 
             "jobs": n,
             "count": STREAM_COUNT,
             "interval": STREAM_INTERVAL,
+            "pace": STREAM_PACE,
             "timeout": plan.stream_timeout,
         }
         for _rep, order in rotations(reps):
@@ -1175,7 +1180,9 @@ def _streaming_details(results: Results) -> list[str]:
         f"Each job runs the `bench-stream` program: {STREAM_COUNT} interim results "
         f"{STREAM_INTERVAL * 1000:.0f} ms apart, each carrying the instant it was published, "
         "then the final result. The client submits the N jobs one after another with a "
-        "callback and waits until every final result has reached it. *Wall*: first `run()` "
+        f"callback, at most one per {STREAM_PACE * 1000:.0f} ms (the same pace for every "
+        "client, so that the shared server carries the same load), and waits until every "
+        "final result has reached it. *Wall*: first `run()` "
         "to last final result (submission included; *submit* is its share). *Delay*: "
         "publication to callback. *Lost/dup*: interim and final messages missing or "
         "delivered twice, summed over runs. *Threads*: peak `threading.active_count()` "

@@ -457,6 +457,15 @@ def scenario_polling(client: str, args: dict[str, Any]) -> dict[str, Any]:
 def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
     n, count, interval = int(args["jobs"]), int(args["count"]), float(args["interval"])
     timeout = float(args["timeout"])
+    pace = float(args.get("pace", 0.0))
+
+    def wait_turn(k: int) -> None:
+        # Job k is submitted no earlier than k * pace after the first: every client then
+        # loads the shared server alike, however fast its run() is.
+        ahead = start + k * pace - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+
     _raise_fd_limit()
     lock = threading.Lock()
     indices: list[list[int]] = [[] for _ in range(n)]
@@ -503,6 +512,7 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
                     ws.close()
 
             for k in range(n):
+                wait_turn(k)
                 job_id = raw.submit("bench-stream", inputs)
                 threading.Thread(target=receive, args=(k, job_id), daemon=True).start()
         else:
@@ -512,6 +522,7 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
                 def callback(job_id: str, message: Any, k: int = k) -> None:
                     on_message(k, message)
 
+                wait_turn(k)
                 service.run("bench-stream", inputs, options=OPTIONS, callback=callback)
         submitted = time.perf_counter() - start
         deadline = time.monotonic() + timeout
