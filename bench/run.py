@@ -735,30 +735,6 @@ def figures(results: Results) -> list[Figure]:
                 fmt="{:.4f}",
             )
         )
-    figs += _polling_figures(results)
-    held = results.get("held")
-    if held:
-        what = f"{held['jobs']} jobs x {held['count']} interim results, server waits for clients"
-        figs.append(
-            Figure(
-                "held-wall",
-                "held",
-                f"{what}: wall time",
-                "s",
-                per_client(lambda rs: _median([r["wall_s"] for r in rs]), held["runs"]),
-                fmt="{:.3f}",
-            )
-        )
-        figs.append(
-            Figure(
-                "held-delay",
-                "held",
-                "same: worst delivery delay",
-                "ms",
-                per_client(lambda rs: _median([r["delay_max_ms"] for r in rs]), held["runs"]),
-                fmt="{:.1f}",
-            )
-        )
     submit = results.get("submit")
     if submit:
         runs = submit["runs"]
@@ -781,6 +757,30 @@ def figures(results: Results) -> list[Figure]:
                 per_client(lambda rs: _median([r["jobs_per_s"] for r in rs]), runs),
                 lower_is_better=False,
                 fmt="{:.0f}",
+            )
+        )
+    figs += _polling_figures(results)
+    held = results.get("held")
+    if held:
+        what = f"{held['jobs']} jobs x {held['count']} interim results, server waits for clients"
+        figs.append(
+            Figure(
+                "held-wall",
+                "held",
+                f"{what}: wall time",
+                "s",
+                per_client(lambda rs: _median([r["wall_s"] for r in rs]), held["runs"]),
+                fmt="{:.3f}",
+            )
+        )
+        figs.append(
+            Figure(
+                "held-delay",
+                "held",
+                "same: worst delivery delay",
+                "ms",
+                per_client(lambda rs: _median([r["delay_max_ms"] for r in rs]), held["runs"]),
+                fmt="{:.1f}",
             )
         )
     return figs
