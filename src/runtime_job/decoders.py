@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -294,9 +295,18 @@ def resolve_decoders(
         ValueError: A sequence that does not hold exactly two decoders.
         TypeError: Something that is not a :class:`ResultDecoder` subclass.
     """
-    spec: object = result_decoder
-    if spec is None:
-        spec = DEFAULT_DECODERS.get(program_id or "", ResultDecoder)
+    if result_decoder is None:
+        return _default_pair(program_id or "")
+    return _pair(result_decoder)
+
+
+@functools.lru_cache(maxsize=256)
+def _default_pair(program_id: str) -> tuple[type[ResultDecoder], type[ResultDecoder]]:
+    # Listing thousands of jobs builds as many jobs: their default is looked up once.
+    return _pair(DEFAULT_DECODERS.get(program_id, ResultDecoder))
+
+
+def _pair(spec: object) -> tuple[type[ResultDecoder], type[ResultDecoder]]:
     if isinstance(spec, type):
         decoder = _check_decoder(spec)
         return decoder, decoder

@@ -185,7 +185,7 @@ class RuntimeJob:
         self.metadata: dict[str, Any] = {}
 
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        self._condition: threading.Condition | None = None  # made on first wait or notify
         self._status = JobStatus.INITIALIZING
         self._reason: str | None = None
         self._error_message: str | None = None
@@ -206,6 +206,17 @@ class RuntimeJob:
         )
         if user_callback is not None:
             self._start_stream(user_callback, None, "log")
+
+    @property
+    def _changed(self) -> threading.Condition:
+        """Signalled (under ``_lock``) when the status, the stream or the result changes."""
+        condition = self._condition
+        if condition is None:
+            with self._lock:
+                if self._condition is None:
+                    self._condition = threading.Condition(self._lock)
+                condition = self._condition
+        return condition
 
     # ----------------------------------------------------------------------------- identity
 
