@@ -486,8 +486,9 @@ class RuntimeJob:
             try:
                 self._wait(deadline, timeout)
             finally:
-                if opened is not None and opened.subscription is not None:
-                    opened.subscription.cancel()
+                sub = opened.subscription if opened is not None else None
+                if sub is not None and opened is not None and not opened.ended.is_set():
+                    sub.cancel()
         self._drain_callback_stream(deadline)
 
     def _drain_callback_stream(self, deadline: Deadline) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -214,3 +215,26 @@ def test_unusable_settings_raise_at_subscribe() -> None:
 def test_knobs_must_be_positive(knob: str) -> None:
     with pytest.raises(ValueError, match=knob):
         StreamHub(**{knob: 0})
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b'{"seq": 12, "final": true, "status": "COMPLETED", "reason": null}', (12, "COMPLETED")),
+        (b'{"seq":3,"final":true,"status":"FAILED"}', (3, "FAILED")),
+        (b'{"seq": 3, "final": true, "status": "CANCELLED", "reason": "RAN TOO LONG"}', None),
+        (b'{"seq": 3, "final": false}', None),
+        (b'{"seq": 01, "final": true, "status": "COMPLETED"}', None),
+        (b'{"final": true, "seq": 3, "status": "COMPLETED"}', None),
+    ],
+)
+def test_final_header_shortcut_matches_only_what_json_would_read_the_same(
+    header: bytes, expected: tuple[int, str] | None
+) -> None:
+    match = stream_mod._FINAL_HEADER.fullmatch(header)
+    got = None if match is None else (int(match.group(1)), match.group(2).decode())
+    assert got == expected
+    if got is not None:  # the JSON parser reads the same header the same way
+        parsed = json.loads(header)
+        assert (parsed["seq"], parsed["status"], parsed.get("reason")) == (*got, None)
+        assert parsed["final"] is True

@@ -115,6 +115,12 @@ _DISPATCH_BATCH = 64
 _MAX_ACK_SIZE = 64 * 1024
 _INTERIM_HEADER = re.compile(rb'\{ ?"seq": ?(0|[1-9][0-9]{0,17}), ?"final": ?false ?\}')
 """``{"seq": N, "final": false}`` exactly (any other header goes through ``json.loads``)."""
+_FINAL_HEADER = re.compile(
+    rb'\{ ?"seq": ?(0|[1-9][0-9]{0,17}), ?"final": ?true, ?"status": ?"([A-Z_]{1,32})"'
+    rb'(?:, ?"reason": ?null)? ?\}'
+)
+"""Our server's final header without a reason, read without the JSON parser: it is on the
+path from the job's end to ``result()`` returning."""
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _PROXY_SCHEMES = ("http", "socks4", "socks4a", "socks5", "socks5h")
 
@@ -877,6 +883,16 @@ class _StreamConnection:
             if seq <= stream.last_seq:
                 return  # already delivered (a replay after a reconnect)
             frame = StreamFrame(decode_text(buf, newline + 1, end), seq=seq)
+        elif (final_header := _FINAL_HEADER.fullmatch(buf, start, newline)) is not None:
+            seq = int(final_header.group(1))
+            if seq <= stream.last_seq:
+                return  # already delivered (a replay after a reconnect)
+            frame = StreamFrame(
+                decode_text(buf, newline + 1, end),
+                seq=seq,
+                final=True,
+                status=final_header.group(2).decode("ascii"),
+            )
         else:
             try:
                 header = json.loads(buf[start:newline])
