@@ -265,7 +265,8 @@ class StreamHub:
                 self._dispatch_pool.keep(1)
                 self._dispatch_pool.prestart()
         logger.debug("Stream for job %s: subscribing to %s", job_id, stream.safe_url)
-        self._reactor.call_soon(_nothing)  # the reactor starts now, not when the socket is ready
+        if not self._reactor.running:
+            self._reactor.call_soon(_nothing)  # it starts now, not when the socket is ready
         self._launch(stream)
         return StreamHandle(stream)
 
