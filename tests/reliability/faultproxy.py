@@ -579,6 +579,7 @@ def ws_count(proxy: FaultProxy, job_id: str) -> int:
 
 
 __all__ = [
+    "CutHead",
     "Delay",
     "Drop",
     "FaultProxy",
@@ -590,6 +591,5 @@ __all__ = [
     "Stall",
     "Throttle",
     "Truncate",
-    "CutHead",
     "ws_count",
 ]
