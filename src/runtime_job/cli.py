@@ -141,16 +141,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError("must be a number of seconds, 0 or more")
-    return value
-
-
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -325,12 +315,17 @@ def _non_negative_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
+    return _seconds(text, zero=False)
+
+
+def _seconds(text: str, zero: bool = True) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    if not (value >= 0 if zero else value > 0) or value == float("inf"):
+        kind = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+        raise argparse.ArgumentTypeError(f"must be {kind}")
     return value
 
 

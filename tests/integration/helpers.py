@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import struct
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +187,36 @@ def env_without_proxies() -> dict[str, str]:
     env = dict(os.environ)
     env["NO_PROXY"] = "127.0.0.1,localhost"
     return env
+
+
+def serve_command() -> list[str]:
+    """How to run ``runtime-job`` from this interpreter's environment."""
+    script = Path(sys.executable).parent / "runtime-job"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "runtime_job.cli"]
+
+
+@contextlib.contextmanager
+def served(data_dir: Path, *flags: str) -> Iterator[Api]:
+    """``runtime-job serve`` in a child process (one worker, token ``ALICE``) and a client.
+
+    On exit the server gets SIGTERM and must exit 0 within 20 s.
+    """
+    args = ["serve", "--data-dir", str(data_dir), "--token", ALICE, "--workers", "1", *flags]
+    process = subprocess.Popen(
+        [*serve_command(), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        client = Api(process.stdout.readline().split()[3], ALICE)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from runtime_job.server import LocalRuntimeServer
-from tests.integration.helpers import ALICE, Api, ws_open, ws_read_all
-
-from .test_no_streams import _command
+from tests.integration.helpers import ALICE, Api, serve_command, served, ws_open, ws_read_all
 
 A = {"X-Access-Token": ALICE}
 
@@ -78,33 +75,15 @@ def test_a_held_job_can_be_cancelled(api: Api) -> None:
 @pytest.mark.parametrize("value", ["-1", "soon"])
 def test_serve_refuses_a_bad_hold(tmp_path: Path, value: str) -> None:
     args = ["serve", "--data-dir", str(tmp_path / "data"), "--hold-for-streams", value]
-    done = subprocess.run([*_command(), *args], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([*serve_command(), *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "--hold-for-streams" in done.stderr
 
 
 def test_serve_hold_flag_holds(tmp_path: Path) -> None:
-    args = ["serve", "--data-dir", str(tmp_path / "data"), "--token", ALICE, "--workers", "1"]
-    process = subprocess.Popen(
-        [*_command(), *args, "--hold-for-streams", "60"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().split()[3]
-        client = Api(url, ALICE)
-        try:
-            job_id = client.submit("hello-world", {"iterations": 0})
-            time.sleep(0.5)
-            assert _status(client, job_id) == "QUEUED"
-            frames, code = ws_read_all(ws_open(url, job_id, A))
-            assert (frames, code) == (["ACK", '"Hello, World!"'], 1000)
-        finally:
-            client.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err
+    with served(tmp_path / "data", "--hold-for-streams", "60") as client:
+        job_id = client.submit("hello-world", {"iterations": 0})
+        time.sleep(0.5)
+        assert _status(client, job_id) == "QUEUED"
+        frames, code = ws_read_all(ws_open(client.base, job_id, A))
+        assert (frames, code) == (["ACK", '"Hello, World!"'], 1000)

@@ -6,10 +6,7 @@ sent; REST is unchanged.
 
 from __future__ import annotations
 
-import signal
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +15,15 @@ import websocket
 
 from runtime_job.server import LocalRuntimeServer
 from runtime_job.server.app import STREAMS_OFF_REASON
-from tests.integration.helpers import ALICE, Api, ws_close, ws_open, ws_refused, ws_stream
+from tests.integration.helpers import (
+    ALICE,
+    Api,
+    served,
+    ws_close,
+    ws_open,
+    ws_refused,
+    ws_stream,
+)
 
 A = {"X-Access-Token": ALICE}
 
@@ -90,34 +95,11 @@ def test_the_default_server_streams(server: LocalRuntimeServer, alice: Api) -> N
     )
 
 
-def _command() -> list[str]:
-    script = Path(sys.executable).parent / "runtime-job"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "runtime_job.cli"]
-
-
 @pytest.mark.parametrize("flag", [True, False], ids=["no-streams", "default"])
 def test_serve_no_streams_flag(tmp_path: Path, flag: bool) -> None:
-    args = ["serve", "--data-dir", str(tmp_path / "data"), "--token", ALICE, "--workers", "1"]
-    process = subprocess.Popen(
-        [*_command(), *args, *(["--no-streams"] if flag else [])],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().split()[3]
-        client = Api(url, ALICE)
-        try:
-            job_id = client.submit("hello-world", {"iterations": 0})
-            client.wait_final(job_id)
-        finally:
-            client.close()
-        frames, code = ws_stream(url, job_id, A)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err
+    with served(tmp_path / "data", *(["--no-streams"] if flag else [])) as client:
+        job_id = client.submit("hello-world", {"iterations": 0})
+        client.wait_final(job_id)
+        frames, code = ws_stream(client.base, job_id, A)
     assert code == 1000
     assert frames == ([] if flag else ["ACK", '"Hello, World!"'])
