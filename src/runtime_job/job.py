@@ -55,7 +55,7 @@ from .status import (
     error_message_for,
     job_status_from_api,
 )
-from .timing import DEFAULT_POLL_POLICY, Deadline, PollPolicy
+from .timing import DEFAULT_POLL_POLICY, Deadline, PollPolicy, clock
 
 if TYPE_CHECKING:
     from .api.params import ClientParameters
@@ -73,6 +73,8 @@ DecoderChoice = type[ResultDecoder] | tuple[type[ResultDecoder], type[ResultDeco
 
 _SAFETY_POLL_SECONDS = 10.0
 """While a stream is open, the status is still asked this often, in case the stream is mute."""
+_STREAM_CHECK_SECONDS = 0.5
+"""While a stream is open, a waiting thread checks this often that it is not reconnecting."""
 _STREAM_DRAIN_SECONDS = 10.0
 """After the job is final, how long a callback stream may take to deliver its last messages."""
 _EXTERNAL_REF_MAX_CHARS = 64 * 1024
@@ -504,7 +506,15 @@ class RuntimeJob:
             logger.debug("The stream of job %s is still open after the job ended.", self._job_id)
 
     def _wait(self, deadline: Deadline, timeout: float | None) -> None:
+        """Wait for a final status: told by a working stream, else by adaptive polling.
+
+        While the job's stream works, the server is asked only every
+        :data:`_SAFETY_POLL_SECONDS` (in case the stream is mute), and the stream is checked
+        every :data:`_STREAM_CHECK_SECONDS`; while it is reconnecting, or without one, the
+        status is polled at the pace of :attr:`poll_policy`.
+        """
         intervals = self.poll_policy.intervals()
+        safety_at = clock.monotonic() + _SAFETY_POLL_SECONDS
         while True:
             with self._lock:
                 if self._status in JOB_FINAL_STATES:
@@ -512,16 +522,36 @@ class RuntimeJob:
                 if self._stream_final:
                     # The stream says the job ended: ask now, once, instead of waiting.
                     self._stream_final = False
-                else:
-                    pause = _SAFETY_POLL_SECONDS if self._is_streaming() else intervals.next()
-                    self._changed.wait(deadline.cap(pause))
+                elif self._stream_works():
+                    left = safety_at - clock.monotonic()
+                    self._changed.wait(deadline.cap(max(0.0, min(_STREAM_CHECK_SECONDS, left))))
                     if self._status in JOB_FINAL_STATES:
                         return
-            if deadline.expired():
-                raise RuntimeJobTimeoutError(
-                    f"Timed out waiting for job to complete after {timeout} secs."
-                )
+                    if self._stream_works() and not self._stream_final and left > 0:
+                        self._check_deadline(deadline, timeout)
+                        continue
+                else:
+                    self._changed.wait(deadline.cap(intervals.next()))
+                    if self._status in JOB_FINAL_STATES:
+                        return
+            self._check_deadline(deadline, timeout)
             self._refresh_status()
+            safety_at = clock.monotonic() + _SAFETY_POLL_SECONDS
+
+    @staticmethod
+    def _check_deadline(deadline: Deadline, timeout: float | None) -> None:
+        if deadline.expired():
+            raise RuntimeJobTimeoutError(
+                f"Timed out waiting for job to complete after {timeout} secs."
+            )
+
+    def _stream_works(self) -> bool:
+        """Whether a stream is open and not reconnecting (its end tells the job's end)."""
+        stream = self._stream
+        if stream is None or not stream.active:
+            return False
+        sub = stream.subscription
+        return sub is None or not sub.reconnecting
 
     # ----------------------------------------------------------------------------- streaming
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from runtime_job.api.params import ClientParameters
@@ -85,3 +86,33 @@ def test_callback_listener_has_a_dispatcher_waiting_while_its_stream_is_open(
     while _dispatchers() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _dispatchers() == []  # released once no stream needs it
+
+
+def test_reconnecting_says_when_attempts_fail_and_not_while_data_flows(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    server.add_job("fine", messages=["a"])
+    rec = Recorder()
+    fine = hub.subscribe(job_id="fine", url=server.url("fine"), params=params, listener=rec)
+    deadline = time.monotonic() + 5
+    while not rec.frames and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert rec.payloads == ["a"] and not fine.reconnecting
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there: every attempt is refused
+    lost = hub.subscribe(
+        job_id="lost",
+        url=f"ws://127.0.0.1:{port}/stream/jobs/lost",
+        params=params,
+        listener=Recorder(),
+    )
+    deadline = time.monotonic() + 5
+    while not lost.reconnecting and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert lost.reconnecting and lost.active
+    lost.cancel()
+    fine.cancel()
+    assert not lost.reconnecting

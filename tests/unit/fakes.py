@@ -197,6 +197,7 @@ class FakeSubscription:
         self.listener = listener
         self._ended = False
         self.cancelled = False
+        self.failing = False  # set by a test: the stream is reconnecting
 
     def push(self, payload: str, **kwargs: Any) -> None:
         self.listener.on_frame(StreamFrame(payload, **kwargs))
@@ -214,6 +215,10 @@ class FakeSubscription:
     def active(self) -> bool:
         return not self._ended
 
+    @property
+    def reconnecting(self) -> bool:
+        return self.failing and not self._ended
+
 
 class StreamingFakeClient(FakeRuntimeClient):
     """A fake client that can also open (scripted) streams."""
@@ -221,10 +226,12 @@ class StreamingFakeClient(FakeRuntimeClient):
     def __init__(self) -> None:
         super().__init__()
         self.subscriptions: list[FakeSubscription] = []
+        self.reconnecting_streams = False  # new streams say they are reconnecting
 
     def open_stream(self, job_id: str, listener: StreamListener) -> FakeSubscription:
         self.calls.append(("open_stream", job_id))
         sub = FakeSubscription(listener)
+        sub.failing = self.reconnecting_streams
         self.subscriptions.append(sub)
         return sub
 

@@ -581,6 +581,21 @@ def test_failed_stream_falls_back_to_polling() -> None:
     thread.join()
 
 
+def test_a_working_stream_is_trusted_and_a_reconnecting_one_is_polled_around() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"] * 3 + ["COMPLETED"])
+    job = make_job(client, "j")
+    # A working stream: no status request beyond the first while waiting.
+    with pytest.raises(RuntimeJobTimeoutError):
+        job.wait_for_final_state(timeout=0.3)
+    assert client.count("job_get") == 1
+    # Its stream reconnects: the job polls at the adaptive pace and sees the job end.
+    client.reconnecting_streams = True
+    job.wait_for_final_state(timeout=5)
+    assert job.status() is JobStatus.DONE
+    assert client.count("job_get") == 4
+
+
 def test_wait_cancels_the_stream_it_opened_on_timeout() -> None:
     client = StreamingFakeClient()
     client.add_job("j", statuses=["RUNNING"])

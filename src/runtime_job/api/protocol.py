@@ -142,6 +142,11 @@ class StreamSubscription(Protocol):
         """Whether the stream has not ended yet."""
         ...
 
+    @property
+    def reconnecting(self) -> bool:
+        """Whether the stream lost its connection, or could not open one, and tries again."""
+        ...
+
 
 @runtime_checkable
 class StreamingApi(Protocol):

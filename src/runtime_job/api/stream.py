@@ -526,6 +526,16 @@ class StreamHandle:
         return self._stream.end is None
 
     @property
+    def reconnecting(self) -> bool:
+        """Whether the stream lost its connection, or could not open one, and tries again.
+
+        ``True`` from the first failed attempt until a new connection delivers data or stays
+        up (see ``healthy_after``); a waiting job then polls instead of trusting the stream.
+        """
+        stream = self._stream
+        return stream.end is None and stream.failing_since is not None
+
+    @property
     def end(self) -> StreamEnd | None:
         """How the stream ended, once it has."""
         return self._stream.end
