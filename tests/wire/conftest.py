@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -96,13 +97,18 @@ def auth_client() -> Iterator[AuthClient]:
         yield auth
 
 
-class StalledServer:
-    """A loopback TCP server that accepts connections and never answers.
+class LoopbackServer:
+    """A loopback TCP server on an ephemeral port; its thread hands each connection on.
+
+    Subclasses override :meth:`_handle`; by default a connection is kept open and never
+    answered.
 
     Attributes:
         url: ``http://127.0.0.1:<port>``.
         accepted: How many connections were accepted.
     """
+
+    thread_name = "loopback-server"
 
     def __init__(self) -> None:
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -110,11 +116,12 @@ class StalledServer:
         self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
         self.accepted = 0
         self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stalled-server", daemon=True)
+        self._thread = threading.Thread(target=self._accept, name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _accept(self) -> None:
         while not self._stop.is_set():
             try:
                 conn, _ = self._server.accept()
@@ -122,16 +129,31 @@ class StalledServer:
                 continue
             except OSError:
                 return
-            self.accepted += 1
-            self._conns.append(conn)
+            with self._lock:
+                self.accepted += 1
+                self._conns.append(conn)
+            self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        """Serve one accepted connection (on the accepting thread: hand long work on)."""
 
     def close(self) -> None:
-        """Stop accepting and close every socket."""
+        """Stop accepting and shut every connection down."""
         self._stop.set()
         self._thread.join(timeout=5)
-        for conn in self._conns:
-            conn.close()
         self._server.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+
+class StalledServer(LoopbackServer):
+    """A loopback TCP server that accepts connections and never answers."""
+
+    thread_name = "stalled-server"
 
 
 @pytest.fixture

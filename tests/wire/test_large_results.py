@@ -11,7 +11,6 @@ TLS, its bytes and headers, and that a client leaving halfway releases what it h
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import gzip
 import socket
@@ -34,7 +33,7 @@ from runtime_job.timing import Deadline
 from tests.integration.helpers import ALICE, Api
 from tests.tlscert import make_cert
 
-from .conftest import TOKEN, local_params
+from .conftest import TOKEN, LoopbackServer, local_params
 
 BODY = bytes(range(256)) * ((3 * LARGE_CHUNK_BYTES) // 256) + b"tail!"
 """More than three read chunks, not a multiple of the chunk size."""
@@ -64,7 +63,7 @@ def chunked(body: bytes, extra: str = "") -> Reply:
     return Reply(head, data)
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """A loopback HTTP/1.1 server answering each request with the next scripted reply.
 
     Attributes:
@@ -74,36 +73,20 @@ class ScriptedServer:
         closed_by_client: Connections the client closed while the server waited for a request.
     """
 
+    thread_name = "scripted-server"
+
     def __init__(self, replies: list[Reply]) -> None:
         self._replies = list(replies)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.05)
-        self._stop = threading.Event()
-        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
-        self.accepted = 0
         self.requests: list[bytes] = []
         self.closed_by_client = 0
         self._threads: list[threading.Thread] = []
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept, name="scripted-server", daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            with self._lock:
-                self.accepted += 1
-                self._conns.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(None)
+        thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -142,15 +125,8 @@ class ScriptedServer:
         return False
 
     def close(self) -> None:
-        """Stop and close every socket."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._server.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        """Stop, shut every connection down and wait for the serving threads."""
+        super().close()
         for thread in self._threads:
             thread.join(timeout=5)
 
