@@ -59,6 +59,18 @@ def finished_job(direct: RuntimeClient, program: str = "echo", **inputs: Any) ->
     return job_id
 
 
+@pytest.fixture
+def done_id(direct: RuntimeClient) -> str:
+    """A job run straight on the server, already final."""
+    return finished_job(direct)
+
+
+@pytest.fixture
+def via_proxy(proxy: FaultProxy, connect: Callable[..., RuntimeService]) -> RuntimeService:
+    """A service that talks to the server through the fault proxy."""
+    return connect(proxy.url)
+
+
 def jobs_tagged(direct: RuntimeClient, tag: str) -> int:
     return int(direct.jobs_get(job_tags=[tag])["count"])
 
@@ -70,36 +82,32 @@ def jobs_tagged(direct: RuntimeClient, tag: str) -> int:
 def test_6_gateway_errors_on_get_are_retried(
     status: int,
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    proxy.add("GET", f"/jobs/{job_id}", Respond(status, HTML, content_type="text/html"), times=2)
-    job = service.job(job_id)  # two failures, then the job
-    assert proxy.count("GET", f"/jobs/{job_id}") == 3
+    proxy.add("GET", f"/jobs/{done_id}", Respond(status, HTML, content_type="text/html"), times=2)
+    job = via_proxy.job(done_id)  # two failures, then the job
+    assert proxy.count("GET", f"/jobs/{done_id}") == 3
     assert len(sleeps) == 2
     assert job.done()
 
 
 def test_6_gateway_errors_on_get_end_in_a_typed_error_after_bounded_attempts(
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    job = service.job(job_id)
-    proxy.add("GET", f"/jobs/{job_id}", Respond(503, HTML, content_type="text/html"))
+    job = via_proxy.job(done_id)
+    proxy.add("GET", f"/jobs/{done_id}", Respond(503, HTML, content_type="text/html"))
     with pytest.raises(RequestsApiError) as caught:
         job.status()
     err = caught.value
     assert err.status_code == 503
     assert "Gave up after 6 attempts" in str(err)
     assert "Back soon" in err.body_excerpt
-    assert proxy.count("GET", f"/jobs/{job_id}") == 1 + 6  # service.job(), then 6 attempts
+    assert proxy.count("GET", f"/jobs/{done_id}") == 1 + 6  # via_proxy.job(), then 6 attempts
     assert len(sleeps) == 5
 
 
@@ -156,27 +164,23 @@ def too_many(retry_after: str | None) -> Respond:
 
 def test_7_retry_after_is_honoured(
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    proxy.add("GET", f"/jobs/{job_id}", too_many("0.3"), times=2)
-    assert service.job(job_id).done()
+    proxy.add("GET", f"/jobs/{done_id}", too_many("0.3"), times=2)
+    assert via_proxy.job(done_id).done()
     assert sleeps == [0.3, 0.3]
 
 
 def test_7_without_retry_after_backs_off(
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    proxy.add("GET", f"/jobs/{job_id}", too_many(None), times=3)
-    assert service.job(job_id).done()
+    proxy.add("GET", f"/jobs/{done_id}", too_many(None), times=3)
+    assert via_proxy.job(done_id).done()
     assert len(sleeps) == 3
     for wait, nominal in zip(sleeps, [0.5, 1.0, 2.0], strict=True):
         assert 0.75 * nominal <= wait <= nominal  # exponential, with at most 25 % jitter
@@ -186,34 +190,30 @@ def test_7_without_retry_after_backs_off(
 def test_7_rate_limit_that_never_lifts_ends_in_a_typed_error(
     retry_after: str | None,
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    job = service.job(job_id)
-    proxy.add("GET", f"/jobs/{job_id}/results", too_many(retry_after))
+    job = via_proxy.job(done_id)
+    proxy.add("GET", f"/jobs/{done_id}/results", too_many(retry_after))
     with pytest.raises(RequestsApiError) as caught:
         job.result()
     assert caught.value.status_code == 429
     assert "Gave up after 6 attempts" in str(caught.value)
     assert "Slow down" in str(caught.value)
-    assert proxy.count("GET", f"/jobs/{job_id}/results") == 6
+    assert proxy.count("GET", f"/jobs/{done_id}/results") == 6
     assert len(sleeps) == 5
     assert sum(sleeps) <= 30
 
 
 def test_7_retry_after_beyond_the_cap_fails_at_once(
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    job = service.job(job_id)
-    proxy.add("GET", f"/jobs/{job_id}/results", too_many("3600"))
+    job = via_proxy.job(done_id)
+    proxy.add("GET", f"/jobs/{done_id}/results", too_many("3600"))
     started = time.monotonic()
     with pytest.raises(RequestsApiError) as caught:
         job.result()
@@ -221,7 +221,7 @@ def test_7_retry_after_beyond_the_cap_fails_at_once(
     assert caught.value.status_code == 429
     assert caught.value.retry_after == 3600
     assert sleeps == []
-    assert proxy.count("GET", f"/jobs/{job_id}/results") == 1
+    assert proxy.count("GET", f"/jobs/{done_id}/results") == 1
 
 
 def test_7_rate_limited_submission_is_retried_once_created(
@@ -408,16 +408,14 @@ EXCERPTS = {
 def test_11_malformed_job_body_is_a_typed_error(
     kind: str,
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    proxy.add("GET", f"/jobs/{job_id}", BODIES[kind])
+    proxy.add("GET", f"/jobs/{done_id}", BODIES[kind])
     with pytest.raises(ApiIBMProtocolError) as caught:
-        service.job(job_id)
+        via_proxy.job(done_id)
     _assert_typed(caught.value, 200, EXCERPTS[kind])
-    assert caught.value.url is not None and job_id in caught.value.url
+    assert caught.value.url is not None and done_id in caught.value.url
 
 
 @pytest.mark.parametrize("kind", list(BODIES))
@@ -439,39 +437,35 @@ def test_11_malformed_listing_and_submission_are_typed_errors(
 
 def test_11_body_cut_short_of_its_content_length_is_a_typed_error(
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    proxy.add("GET", f"/jobs/{job_id}", Truncate(keep=20, cut=True))
+    proxy.add("GET", f"/jobs/{done_id}", Truncate(keep=20, cut=True))
     with pytest.raises(IBMRuntimeError) as caught:
-        service.job(job_id)
+        via_proxy.job(done_id)
     assert isinstance(caught.value.__cause__ or caught.value, IBMError)
     assert "Gave up after 3 attempts" in str(caught.value)  # a GET is read twice more
-    assert proxy.count("GET", f"/jobs/{job_id}") == 3
+    assert proxy.count("GET", f"/jobs/{done_id}") == 3
 
 
 @pytest.mark.parametrize("keep", [15, 40])  # in the status line's headers, before the length
 def test_11_response_cut_inside_its_head_is_retried_like_a_dropped_one(
     keep: int,
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    proxy.add("GET", f"/jobs/{job_id}", CutHead(keep=keep), times=1)
-    assert service.job(job_id).job_id() == job_id  # the second read got the whole response
-    assert proxy.count("GET", f"/jobs/{job_id}") == 2
-    proxy.add("GET", f"/jobs/{job_id}", CutHead(keep=keep))
+    proxy.add("GET", f"/jobs/{done_id}", CutHead(keep=keep), times=1)
+    assert via_proxy.job(done_id).job_id() == done_id  # the second read got the whole response
+    assert proxy.count("GET", f"/jobs/{done_id}") == 2
+    proxy.add("GET", f"/jobs/{done_id}", CutHead(keep=keep))
     with pytest.raises(IBMRuntimeError) as caught:
-        service.job(job_id)
+        via_proxy.job(done_id)
     assert not isinstance(caught.value, ApiIBMProtocolError)
     assert "Gave up after 3 attempts" in str(caught.value)
-    assert proxy.count("GET", f"/jobs/{job_id}") == 5
+    assert proxy.count("GET", f"/jobs/{done_id}") == 5
 
 
 @pytest.mark.parametrize("kind", ["html-200", "plain-text-200", "truncated-json"])
@@ -499,29 +493,27 @@ def test_11_malformed_result_body_is_a_decoding_error_with_an_excerpt(
 def test_11_external_result_url_that_leads_nowhere_is_a_typed_error(
     where: str,
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    job = service.job(job_id)
+    job = via_proxy.job(done_id)
     if where == "nowhere":
         import socket
 
         with socket.socket() as probe:  # a port that nothing listens on
             probe.bind(("127.0.0.1", 0))
             dead = probe.getsockname()[1]
-        url = f"http://127.0.0.1:{dead}/results/{job_id}"
+        url = f"http://127.0.0.1:{dead}/results/{done_id}"
     else:
-        url = f"{proxy.url}/external/{job_id}"
+        url = f"{proxy.url}/external/{done_id}"
         answer = (
             Respond(404, "No such object", content_type="text/plain")
             if where == "404"
             else Respond(200, HTML, content_type="text/html")
         )
-        proxy.add("GET", f"/external/{job_id}", answer)
-    proxy.add("GET", f"/jobs/{job_id}/results", Respond(200, json.dumps({"url": url})))
+        proxy.add("GET", f"/external/{done_id}", answer)
+    proxy.add("GET", f"/jobs/{done_id}/results", Respond(200, json.dumps({"url": url})))
     with pytest.raises(IBMError) as caught:
         job.result()
     err = caught.value
@@ -538,34 +530,30 @@ def test_11_external_result_url_that_leads_nowhere_is_a_typed_error(
 
 def test_11_error_status_with_an_html_body_keeps_status_and_excerpt(
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
     sleeps: list[float],
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    job = service.job(job_id)
-    proxy.add("GET", f"/jobs/{job_id}/results", Respond(404, HTML, content_type="text/html"))
+    job = via_proxy.job(done_id)
+    proxy.add("GET", f"/jobs/{done_id}/results", Respond(404, HTML, content_type="text/html"))
     with pytest.raises(RequestsApiError) as caught:
         job.result()
     _assert_typed(caught.value, 404, "Back soon")
-    proxy.add("GET", f"/jobs/{job_id}/metrics", Respond(200, HTML, content_type="text/html"))
+    proxy.add("GET", f"/jobs/{done_id}/metrics", Respond(200, HTML, content_type="text/html"))
     with pytest.raises(IBMRuntimeError, match="malformed JSON"):
         job.metrics()
 
 
 def test_11_rewritten_bodies_keep_the_status_in_the_error(
     proxy: FaultProxy,
-    direct: RuntimeClient,
-    connect: Callable[..., RuntimeService],
+    done_id: str,
+    via_proxy: RuntimeService,
 ) -> None:
-    job_id = finished_job(direct)
-    service = connect(proxy.url)
-    proxy.add("GET", f"/jobs/{job_id}", Rewrite(lambda status, body: (203, body[:-1])))
+    proxy.add("GET", f"/jobs/{done_id}", Rewrite(lambda status, body: (203, body[:-1])))
     with pytest.raises(ApiIBMProtocolError) as caught:
-        service.job(job_id)
+        via_proxy.job(done_id)
     assert caught.value.status_code == 203
-    assert re.search(job_id, caught.value.body_excerpt)
+    assert re.search(done_id, caught.value.body_excerpt)
 
 
 def test_11_dropped_connections_on_submission_are_typed_errors(
