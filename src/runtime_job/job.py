@@ -188,6 +188,7 @@ class RuntimeJob:
 
         self._lock = threading.RLock()
         self._condition: threading.Condition | None = None  # made on first wait or notify
+        self._serving: set[int] = set()  # threads that may serve the job's stream as they wait
         self._status = JobStatus.INITIALIZING
         self._reason: str | None = None
         self._error_message: str | None = None
@@ -524,7 +525,7 @@ class RuntimeJob:
                     self._stream_final = False
                 elif self._stream_works():
                     left = safety_at - clock.monotonic()
-                    self._changed.wait(deadline.cap(max(0.0, min(_STREAM_CHECK_SECONDS, left))))
+                    self._await_stream(deadline.cap(max(0.0, min(_STREAM_CHECK_SECONDS, left))))
                     if self._status in JOB_FINAL_STATES:
                         return
                     if self._stream_works() and not self._stream_final and left > 0:
@@ -537,6 +538,43 @@ class RuntimeJob:
             self._check_deadline(deadline, timeout)
             self._refresh_status()
             safety_at = clock.monotonic() + _SAFETY_POLL_SECONDS
+
+    def _await_stream(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for news from the job's stream (lock held, and released).
+
+        A stream with no user callback only updates the job, so the waiting thread serves
+        the stream hub itself when the hub lets it (``StreamSubscription.serve_until``): the
+        final frame then reaches ``result()`` with no thread hand-off. Otherwise it waits
+        to be notified.
+        """
+        stream = self._stream
+        sub = stream.subscription if stream is not None else None
+        if sub is not None and stream is not None and stream.callback is None:
+            me = threading.get_ident()
+            self._serving.add(me)
+            try:
+                with _released(self._lock):
+                    served = sub.serve_until(self._stream_news, seconds)
+            finally:
+                self._serving.discard(me)
+            if served:
+                return
+        if not self._stream_news():
+            self._changed.wait(seconds)
+
+    def _stream_news(self) -> bool:
+        """Whether a thread waiting on the stream should look again (lock-free)."""
+        return self._status in JOB_FINAL_STATES or self._stream_final or not self._stream_works()
+
+    def _notify(self) -> None:
+        """Wake the threads waiting for this job (lock held), wherever they wait."""
+        self._changed.notify_all()
+        serving = self._serving
+        if serving and (len(serving) > 1 or threading.get_ident() not in serving):
+            stream = self._stream
+            sub = stream.subscription if stream is not None else None
+            if sub is not None:
+                sub.wake()
 
     @staticmethod
     def _check_deadline(deadline: Deadline, timeout: float | None) -> None:
@@ -646,11 +684,11 @@ class RuntimeJob:
                 if callback is None:
                     # A waiter with a callback stream also waits for the stream's end, which
                     # follows at once: wake it then, once.
-                    self._changed.notify_all()
+                    self._notify()
         else:
             with self._lock:
                 self._stream_final = True
-                self._changed.notify_all()
+                self._notify()
 
     def _on_stream_end(
         self, stream: _JobStream, end: StreamEnd, error: BaseException | None
@@ -665,7 +703,7 @@ class RuntimeJob:
             if end is StreamEnd.COMPLETED:
                 self._stream_final = True
             stream.ended.set()
-            self._changed.notify_all()
+            self._notify()
 
     def _call_callback(self, callback: ResultCallback, value: Any, policy: CallbackErrors) -> None:
         try:
@@ -836,7 +874,7 @@ class RuntimeJob:
             self._error_message = error_message
             self._queue_position = queue_position if new_status is JobStatus.QUEUED else None
             if new_status in JOB_FINAL_STATES:
-                self._changed.notify_all()
+                self._notify()
             if changed:
                 self._status_changed()
 
@@ -873,6 +911,16 @@ class RuntimeJob:
                 job_id=self._job_id,
                 excerpt=err.excerpt,
             ) from err
+
+
+@contextlib.contextmanager
+def _released(lock: threading.RLock) -> Iterator[None]:
+    """Release ``lock`` (held once by this thread) for the duration of the block."""
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -6,6 +6,7 @@ import itertools
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +199,7 @@ class FakeSubscription:
         self._ended = False
         self.cancelled = False
         self.failing = False  # set by a test: the stream is reconnecting
+        self.wakes = 0
 
     def push(self, payload: str, **kwargs: Any) -> None:
         self.listener.on_frame(StreamFrame(payload, **kwargs))
@@ -218,6 +220,12 @@ class FakeSubscription:
     @property
     def reconnecting(self) -> bool:
         return self.failing and not self._ended
+
+    def serve_until(self, until: Callable[[], bool], timeout: float) -> bool:
+        return False  # no machinery to serve: the job waits on its own
+
+    def wake(self) -> None:
+        self.wakes += 1
 
 
 class StreamingFakeClient(FakeRuntimeClient):

@@ -8,7 +8,7 @@ websockets, and unit tests hand the job a scripted fake.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
@@ -145,6 +145,19 @@ class StreamSubscription(Protocol):
     @property
     def reconnecting(self) -> bool:
         """Whether the stream lost its connection, or could not open one, and tries again."""
+        ...
+
+    def serve_until(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Lend the calling thread to the stream machinery until ``until()`` or ``timeout``.
+
+        Returns ``False`` at once when the thread is not needed (the caller then waits its
+        own way), ``True`` after serving; ``until()`` is checked, cheaply and without locks,
+        each time the machinery has handled something.
+        """
+        ...
+
+    def wake(self) -> None:
+        """Make a thread in :meth:`serve_until` check its ``until`` again now."""
         ...
 
 

@@ -545,6 +545,26 @@ class StreamHandle:
         """The error the stream ended with (``FAILED`` only)."""
         return self._stream.error
 
+    def serve_until(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Lend the calling thread to the hub while it waits for ``until()`` (see ``Reactor.lead``).
+
+        The thread reads the process's sockets itself, so what this stream delivers to an
+        inline listener reaches the waiter with no thread hand-off.
+
+        Args:
+            until: Checked after each socket the thread serves; cheap and lock-free.
+            timeout: Seconds to serve at most.
+
+        Returns:
+            ``False`` at once when the hub cannot lend its loop now (the caller waits its
+            own way), ``True`` after serving.
+        """
+        return self._stream.hub._reactor.lead(until, timeout)
+
+    def wake(self) -> None:
+        """Make a thread in :meth:`serve_until` check its ``until`` again now (any thread)."""
+        self._stream.hub._reactor.poke()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until ``on_end`` has returned.
 
@@ -936,7 +956,11 @@ class _StreamConnection:
                 if timer is not None:
                     timer.cancel()
             self._ping_timer = self._healthy_timer = None
-            self._grace_timer = self.hub._reactor.call_later(_FINAL_CLOSE_GRACE, self._grace)
+            self._grace_timer = self.hub._reactor.call_later(
+                _FINAL_CLOSE_GRACE, self._grace, lazy=True
+            )
+            if self.conn is not None:
+                self.conn.lingering = True
 
     def _grace(self) -> None:
         self._grace_timer = None

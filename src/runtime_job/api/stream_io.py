@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import importlib
 import itertools
 import logging
 import selectors
+import signal
 import socket
 import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +64,17 @@ class ConnectionProtocol(Protocol):
 class TimerHandle:
     """A call scheduled on the reactor; :meth:`cancel` it from the reactor thread."""
 
-    __slots__ = ("_loop", "callback", "cancelled", "seq", "when")
+    __slots__ = ("_loop", "callback", "cancelled", "lazy", "seq", "when")
 
-    def __init__(self, loop: _Loop, when: float, seq: int, callback: Callable[[], None]):
+    def __init__(
+        self, loop: _Loop, when: float, seq: int, callback: Callable[[], None], lazy: bool
+    ):
         self._loop = loop
         self.when = when
         self.seq = seq
         self.callback: Callable[[], None] | None = callback
         self.cancelled = False
+        self.lazy = lazy
 
     def __lt__(self, other: TimerHandle) -> bool:
         return (self.when, self.seq) < (other.when, other.seq)
@@ -80,6 +85,8 @@ class TimerHandle:
             self.cancelled = True
             self.callback = None
             self._loop.live_timers -= 1
+            if not self.lazy:
+                self._loop.urgent_timers -= 1
 
 
 class Connection:
@@ -96,6 +103,9 @@ class Connection:
         self._ssl = isinstance(sock, ssl.SSLSocket)
         self._out: deque[bytes] = deque()
         self._closed = False
+        self.lingering = False
+        """Set by the protocol once the connection only waits for the peer to close it:
+        reading it may then wait while a borrowed loop is handed back (``Reactor.lead``)."""
         self._events = selectors.EVENT_READ
         self._read_wants_write = False
         self._write_wants_read = False
@@ -229,6 +239,7 @@ class _Loop:
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         self.timers: list[TimerHandle] = []
         self.live_timers = 0
+        self.urgent_timers = 0  # live timers that are not lazy
         self.seq = itertools.count()
         self.conns: set[Connection] = set()
         self.hot: set[Connection] = set()
@@ -274,7 +285,7 @@ class _Loop:
         for conn in list(self.conns):
             conn.close()
         self.timers.clear()
-        self.live_timers = 0
+        self.live_timers = self.urgent_timers = 0
         self.hot.clear()
         self.selector.close()
         self.wake_r.close()
@@ -297,6 +308,8 @@ class Reactor:
         self._last_thread: threading.Thread | None = None
         self._wake_pending = False
         self._closed = False
+        self._lease: _Lease | None = None  # asked for or granted
+        self._parked: _Lease | None = None  # the lease the reactor thread rests on
 
     # -- any thread ---------------------------------------------------------------------
 
@@ -351,20 +364,27 @@ class Reactor:
 
     # -- reactor thread only ------------------------------------------------------------
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+    def call_later(
+        self, delay: float, callback: Callable[[], None], *, lazy: bool = False
+    ) -> TimerHandle:
         """Run ``callback`` on the reactor thread after ``delay`` seconds.
 
         Args:
             delay: Seconds from now (never negative).
             callback: What to run.
+            lazy: The call may run up to a second late (a clean-up): it does not keep the
+                reactor thread from resting when a thread gives a borrowed loop back.
 
         Returns:
             A handle to cancel the call.
         """
         loop = self._current()
-        handle = TimerHandle(loop, time.monotonic() + max(0.0, delay), next(loop.seq), callback)
+        when = time.monotonic() + max(0.0, delay)
+        handle = TimerHandle(loop, when, next(loop.seq), callback, lazy)
         heapq.heappush(loop.timers, handle)
         loop.live_timers += 1
+        if not lazy:
+            loop.urgent_timers += 1
         return handle
 
     def attach(self, sock: socket.socket, protocol: ConnectionProtocol) -> Connection:
@@ -410,14 +430,6 @@ class Reactor:
         self._wake_pending = False
         thread.start()
 
-    def _wake_locked(self) -> None:
-        loop = self._loop
-        if self._wake_pending or loop is None:
-            return
-        self._wake_pending = True
-        with contextlib.suppress(OSError):  # the pipe is full: the reactor is awake anyway
-            loop.wake_w.send(b"\0")
-
     def _run(self, loop: _Loop) -> None:
         try:
             self._serve(loop)
@@ -431,16 +443,10 @@ class Reactor:
     def _serve(self, loop: _Loop) -> None:
         idle_since: float | None = None
         while True:
-            with self._lock:
-                calls = list(self._calls)
-                self._calls.clear()
-                self._wake_pending = False
-                closed = self._closed
-            for call in calls:
-                _safe(call)
-            del calls
-            if closed:
+            if self._run_calls():
                 return
+            if self._lease is not None and self._lend(loop):
+                continue  # the borrower may have left calls, timers or hot connections
             now = time.monotonic()
             timeout = loop.next_timeout(now)
             if not loop.conns and not loop.live_timers:
@@ -449,7 +455,7 @@ class Reactor:
                 left = idle_since + self._idle_timeout - now
                 if left <= 0:
                     with self._lock:
-                        if not self._calls:
+                        if not self._calls and self._lease is None:
                             # Leave under the lock: the next call_soon starts a new thread.
                             self._loop = None
                             return
@@ -457,23 +463,267 @@ class Reactor:
                 timeout = left
             else:
                 idle_since = None
-            for key, mask in loop.selector.select(timeout):
-                if key.data is None:
-                    loop.drain_wakeup()
-                    continue
-                conn: Connection = key.data
+            self._turn(loop, timeout)
+
+    def _run_calls(self) -> bool:
+        """Run the queued calls; whether the reactor is closed."""
+        with self._lock:
+            calls = list(self._calls)
+            self._calls.clear()
+            self._wake_pending = False
+            closed = self._closed
+        for call in calls:
+            _safe(call)
+        return closed
+
+    def _turn(
+        self, loop: _Loop, timeout: float | None, until: Callable[[], bool] | None = None
+    ) -> None:
+        """Wait up to ``timeout`` for the sockets, serve the ready ones, run due timers.
+
+        With ``until``, the turn stops as soon as it holds after a connection is served;
+        what is left (ready sockets, hot connections, timers) waits for the next turn, which
+        finds it again: the selector is level-triggered.
+        """
+        for key, mask in loop.selector.select(timeout):
+            if key.data is None:
+                loop.drain_wakeup()
+                continue
+            conn: Connection = key.data
+            if not conn.closed:
+                try:
+                    conn._ready(mask)
+                except Exception:
+                    logger.error("Unexpected error in the stream reactor", exc_info=True)
+                if until is not None and until():
+                    return
+        if loop.hot:
+            hot = loop.hot
+            loop.hot = set()
+            for conn in hot:
                 if not conn.closed:
-                    try:
-                        conn._ready(mask)
-                    except Exception:
-                        logger.error("Unexpected error in the stream reactor", exc_info=True)
-            if loop.hot:
-                hot = loop.hot
-                loop.hot = set()
-                for conn in hot:
-                    if not conn.closed:
-                        _safe(conn._read)
-            loop.run_timers()
+                    _safe(conn._read)
+        loop.run_timers()
+
+    # -- lending the loop to a waiting thread (leader/follower) ---------------------------
+
+    def lead(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Run the loop on the calling thread while it waits for ``until()`` (at most ``timeout``).
+
+        A thread that waits for something a stream will deliver can read the sockets itself
+        instead of being woken by the reactor thread: the reactor thread parks, the caller
+        runs turns of the loop until ``until()`` holds or the time is up, then gives the loop
+        back. The caller never runs more than the hub's own code (listeners that are called
+        inline, timers, handshake results); callbacks still go to their dispatchers.
+
+        On the main thread this needs the default ``SIGINT`` handler and no other Python
+        signal handler: ``Ctrl-C`` is then held until the end of the current turn (so a
+        frame is never cut in half) and raised as ``KeyboardInterrupt`` once the loop is
+        given back.
+
+        Args:
+            until: Checked before each turn and after each socket served; cheap, no locks.
+            timeout: Seconds to lead at most.
+
+        Returns:
+            ``False`` at once, having done nothing, when the loop cannot be lent now (no
+            reactor running, another thread leads, the reactor is busy or closed, the
+            caller is the reactor thread, or signal handlers forbid it); ``True`` after
+            leading (``until()`` may still be false when the time ran out).
+
+        Raises:
+            KeyboardInterrupt: ``Ctrl-C`` arrived while the main thread was leading.
+        """
+        me = threading.current_thread()
+        guard = _InterruptGuard.install(self) if me is threading.main_thread() else None
+        if guard is False:
+            return False
+        try:
+            lease = self._borrow(me, timeout)
+            if lease is None:
+                return False
+            loop = lease.loop
+            try:
+                end = time.monotonic() + timeout
+                while not until():
+                    if self._run_calls() or (guard is not None and guard.pending):
+                        break
+                    now = time.monotonic()
+                    if now >= end or until():
+                        break
+                    wait = loop.next_timeout(now)
+                    wait = end - now if wait is None else min(wait, end - now)
+                    self._turn(loop, wait, until)
+            finally:
+                self._give_back(lease)
+            return True
+        finally:
+            if guard is not None:
+                guard.restore()
+
+    def _give_back(self, lease: _Lease) -> None:
+        """End a lease; wake the parked reactor thread only if there is work for it now.
+
+        Waking it costs the caller (whose thread the scheduler may preempt for it) on its
+        way back to the user, so when every connection left only waits for its close and
+        every timer left is lazy, the reactor thread is left to notice within
+        :data:`_LEASE_CHECK`; a ``call_soon`` or a new lease wakes it at once.
+        """
+        loop = lease.loop
+        with self._lock:
+            loop.thread = lease.owner
+            lease.state = _RETURNED
+            self._lease = None
+            quiet = (
+                not self._calls
+                and not loop.hot
+                and not loop.urgent_timers
+                and all(conn.lingering for conn in loop.conns)
+            )
+        if not quiet:
+            lease.returned.set()
+
+    def poke(self) -> None:
+        """Wake the thread leading the loop, so it checks its ``until`` again (any thread)."""
+        with self._lock:
+            if self._lease is not None:
+                self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        parked = self._parked
+        if parked is not None and parked.state == _RETURNED:
+            parked.returned.set()  # the reactor thread rests on the lease it gave
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        with contextlib.suppress(OSError):  # the pipe is full: the reactor is awake anyway
+            loop.wake_w.send(b"\0")
+
+    def _borrow(self, me: threading.Thread, timeout: float) -> _Lease | None:
+        with self._lock:
+            loop = self._loop
+            if loop is None or self._closed or self._lease is not None or me is loop.thread:
+                return None
+            owner = loop.thread
+            assert owner is not None
+            lease = _Lease(loop, owner, me)
+            self._lease = lease
+            self._wake_locked()
+        if lease.granted.wait(min(timeout, _GRANT_TIMEOUT)):
+            return lease
+        with self._lock:
+            if lease.state == _ASKED:
+                lease.state = _WITHDRAWN
+                self._lease = None
+                return None
+        return lease  # granted just now
+
+    def _lend(self, loop: _Loop) -> bool:
+        """Reactor thread: hand the loop to the thread that asked, wait until it is back."""
+        with self._lock:
+            lease = self._lease
+            if lease is None or lease.state != _ASKED:
+                return False
+            lease.state = _GRANTED
+            loop.thread = lease.borrower
+            self._parked = lease
+        lease.granted.set()
+        while not lease.returned.wait(_LEASE_CHECK):
+            with self._lock:
+                if lease.state == _RETURNED:
+                    break  # given back quietly
+                if not lease.borrower.is_alive():  # pragma: no cover - killed mid-lease
+                    loop.thread = lease.owner
+                    self._lease = None
+                    break
+        with self._lock:
+            self._parked = None
+        return True
+
+
+_ASKED, _GRANTED, _RETURNED, _WITHDRAWN = "asked", "granted", "returned", "withdrawn"
+_GRANT_TIMEOUT = 0.05
+"""Seconds a thread asking to lead waits for the reactor thread to hand over."""
+_LEASE_CHECK = 1.0
+"""How often the parked reactor thread checks that the leading thread is still alive."""
+
+
+class _Lease:
+    """One thread's turn at running a reactor's loop."""
+
+    def __init__(self, loop: _Loop, owner: threading.Thread, borrower: threading.Thread):
+        self.loop = loop
+        self.owner = owner
+        self.borrower = borrower
+        self.state = _ASKED  # guarded by the reactor's lock
+        self.granted = threading.Event()
+        self.returned = threading.Event()
+
+
+class _InterruptGuard:
+    """Holds ``Ctrl-C`` while the main thread runs the loop, and raises it afterwards."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
+        self.pending = False
+
+    @classmethod
+    def install(cls, reactor: Reactor) -> _InterruptGuard | Literal[False]:
+        """The guard, or ``False`` when a signal handler could raise in the middle of a turn."""
+        if _get_handler(_SIGINT) is not signal.default_int_handler:
+            return False
+        for number in _OTHER_SIGNALS:
+            if callable(_handler_of(number)):
+                return False
+        guard = cls(reactor)
+        try:
+            _set_handler(_SIGINT, guard._hold)
+        except ValueError:  # not the main interpreter's main thread
+            return False
+        return guard
+
+    def _hold(self, signum: int, frame: object) -> None:
+        # Runs between two bytecodes of the leading thread, which may hold the reactor's
+        # lock: write to the wake-up socket directly.
+        self.pending = True
+        loop = self._reactor._loop
+        if loop is not None:
+            with contextlib.suppress(OSError):
+                loop.wake_w.send(b"\0")
+
+    def restore(self) -> None:
+        """Put the default handler back; raise the ``Ctrl-C`` that was held, if any."""
+        _set_handler(_SIGINT, signal.default_int_handler)
+        if self.pending:
+            raise KeyboardInterrupt
+
+
+def _signal_functions() -> tuple[Callable[[int, Any], object], Callable[[int], object]]:
+    """``signal.signal`` and ``getsignal`` without their enum wrappers.
+
+    The public functions convert each result to an enum, which costs ten times the call
+    itself (50 µs when cold) on the path from a job's completion to ``result()``.
+    """
+    try:
+        module: Any = importlib.import_module("_signal")
+    except ImportError:  # pragma: no cover - another interpreter
+        module = signal
+    return module.signal, module.getsignal
+
+
+_set_handler, _get_handler = _signal_functions()
+_SIGINT = int(signal.SIGINT)
+_OTHER_SIGNALS = tuple(int(number) for number in signal.valid_signals() if number != signal.SIGINT)
+
+
+def _handler_of(number: int) -> object:
+    try:
+        return _get_handler(number)
+    except (OSError, ValueError):  # pragma: no cover - a number the platform rejects
+        return None
 
 
 def _ssl_pending(sock: socket.socket) -> int:
