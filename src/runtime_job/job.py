@@ -542,14 +542,14 @@ class RuntimeJob:
     def _await_stream(self, seconds: float) -> None:
         """Wait up to ``seconds`` for news from the job's stream (lock held, and released).
 
-        A stream with no user callback only updates the job, so the waiting thread serves
-        the stream hub itself when the hub lets it (``StreamSubscription.serve_until``): the
-        final frame then reaches ``result()`` with no thread hand-off. Otherwise it waits
-        to be notified.
+        The waiting thread serves the stream hub itself when the hub lets it
+        (``StreamSubscription.serve_until``): the final frame then reaches ``result()``
+        with no thread hand-off (and the last callbacks run on this thread). Otherwise it
+        waits to be notified.
         """
         stream = self._stream
         sub = stream.subscription if stream is not None else None
-        if sub is not None and stream is not None and stream.callback is None:
+        if sub is not None:
             me = threading.get_ident()
             self._serving.add(me)
             try:
@@ -603,7 +603,8 @@ class RuntimeJob:
         """Stream interim results (and the final result) to ``callback(job_id, result)``.
 
         Each message reaches the callback exactly once and in order, on a thread of the
-        process-wide stream hub.
+        process-wide stream hub (the last ones may run on the thread waiting in
+        :meth:`result`, which reads the stream itself while it waits).
 
         Args:
             callback: Called with the job id and each decoded result.

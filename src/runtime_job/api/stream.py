@@ -555,11 +555,26 @@ class StreamHandle:
             until: Checked after each socket the thread serves; cheap and lock-free.
             timeout: Seconds to serve at most.
 
+        A final frame of a stream with callbacks that arrives while its waiter serves is
+        delivered by the waiter itself, after it has given the loop back: the last
+        callbacks then run on the thread that waits for them, with no hand-off either.
+
         Returns:
             ``False`` at once when the hub cannot lend its loop now (the caller waits its
             own way), ``True`` after serving.
         """
-        return self._stream.hub._reactor.lead(until, timeout)
+        stream = self._stream
+        me = threading.get_ident()
+        stream.waiters.add(me)
+        try:
+            served = stream.hub._reactor.lead(lambda: stream.host == me or until(), timeout)
+        except BaseException:
+            stream.unhost(me, run=False)  # no callbacks on an interrupted thread
+            raise
+        finally:
+            stream.waiters.discard(me)
+        stream.unhost(me, run=True)
+        return served
 
     def wake(self) -> None:
         """Make a thread in :meth:`serve_until` check its ``until`` again now (any thread)."""
@@ -612,6 +627,8 @@ class _Stream:
         self.error: BaseException | None = None
         self._items: deque[StreamFrame | _End] = deque()
         self._scheduled = False
+        self.waiters: set[int] = set()  # threads serving the hub while they wait for this
+        self.host: int | None = None  # the waiter that took the final frame to deliver
         self.done = threading.Event()
         # An inline listener is called on the reactor (or on the thread that cancels), one
         # call at a time under ``_serial``: no hand-off to a dispatcher.
@@ -640,7 +657,22 @@ class _Stream:
             if self._scheduled:
                 return
             self._scheduled = True
+            if frame.final and threading.get_ident() in self.waiters:
+                # Read by a thread that waits for this stream: it delivers the rest itself.
+                self.host = threading.get_ident()
+                return
         self.hub._dispatch(self)
+
+    def unhost(self, thread: int, *, run: bool) -> None:
+        """A waiter that took the delivery (``host``) runs it now, or hands it to a dispatcher."""
+        with self._lock:
+            if self.host != thread:
+                return
+            self.host = None
+        if run:
+            self.drain()
+        else:
+            self.hub._dispatch(self)
 
     def finish(
         self,

@@ -1,0 +1,701 @@
+"""``Reactor.lead``: a waiting thread borrows the reactor's loop, then gives it back.
+
+Every test runs on real sockets (``socket.socketpair``). ``_LEASE_CHECK`` is raised to two
+minutes, so a parked reactor thread resumes only when something wakes it (never by its
+periodic check), and ``_GRANT_TIMEOUT`` to 30 s, so a loaded machine never withdraws a
+lease the test needs. pytest-timeout's ``signal`` method puts a Python handler on
+``SIGALRM``, which forbids leading on the main thread: the tests that lead on the main thread
+use the ``thread`` method instead.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from runtime_job.api import stream_io
+from runtime_job.api.params import ClientParameters
+from runtime_job.api.protocol import StreamEnd
+from runtime_job.api.stream import StreamHub
+from runtime_job.api.stream_io import Connection, Reactor
+
+from .streamkit import WsServer
+from .test_stream_inline import InlineRecorder
+
+REACTOR_NAME = "test-reactor"
+LEADER_NAME = "test-leader"
+T = TypeVar("T")
+
+
+class RecordingProtocol:
+    """A ``ConnectionProtocol`` that records what it gets and on which thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.chunks: list[bytes] = []
+        self.threads: list[str] = []
+        self.lost: list[BaseException | None] = []
+        self.received = threading.Event()
+
+    def data_received(self, data: bytes) -> None:
+        with self._lock:
+            self.chunks.append(data)
+            self.threads.append(threading.current_thread().name)
+        self.received.set()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+    @property
+    def data(self) -> bytes:
+        with self._lock:
+            return b"".join(self.chunks)
+
+
+class Leader(threading.Thread):
+    """A thread that calls ``reactor.lead(until, timeout)`` once and keeps the outcome."""
+
+    def __init__(
+        self, reactor: Reactor, until: Callable[[], bool], timeout: float, name: str = LEADER_NAME
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self._reactor = reactor
+        self._until = until
+        self._timeout = timeout
+        self.result: bool | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._reactor.lead(self._until, self._timeout)
+        except BaseException as err:  # pragma: no cover - reported by finish()
+            self.error = err
+
+    def finish(self, timeout: float = 10.0) -> bool | None:
+        """Join (bounded); the lead's result."""
+        self.join(timeout)
+        assert not self.is_alive(), "the leading thread did not return"
+        assert self.error is None, repr(self.error)
+        return self.result
+
+
+class Until:
+    """An ``until`` that says when it is first asked (the lease is granted) and counts calls."""
+
+    def __init__(self, holds: Callable[[], bool] = lambda: False) -> None:
+        self.holds = holds
+        self.asked = threading.Event()
+        self.calls = 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        self.asked.set()
+        return self.holds()
+
+
+@pytest.fixture()
+def socket_pairs() -> Iterator[Callable[[], tuple[socket.socket, socket.socket]]]:
+    """``make()`` -> ``(ours, peer)``; both ends are closed after the test."""
+    made: list[socket.socket] = []
+
+    def make() -> tuple[socket.socket, socket.socket]:
+        ours, peer = socket.socketpair()
+        made.extend((ours, peer))
+        return ours, peer
+
+    yield make
+    for sock in made:
+        sock.close()
+
+
+@pytest.fixture()
+def reactor(
+    monkeypatch: pytest.MonkeyPatch,
+    socket_pairs: Callable[[], tuple[socket.socket, socket.socket]],
+) -> Iterator[Reactor]:
+    """A reactor (not started yet), closed and joined after the test (before its sockets)."""
+    monkeypatch.setattr(stream_io, "_LEASE_CHECK", 120.0)
+    monkeypatch.setattr(stream_io, "_GRANT_TIMEOUT", 30.0)
+    r = Reactor(REACTOR_NAME, idle_timeout=60.0)
+    yield r
+    r.close()
+    assert join_or_unpark(r), "the reactor thread did not exit after close()"
+
+
+def join_or_unpark(reactor: Reactor) -> bool:
+    """``reactor.join(5)``; when that fails, wake a parked thread anyway so that it exits."""
+    if reactor.join(5):
+        return True
+    parked = reactor._parked
+    if parked is not None:
+        parked.returned.set()  # a failed test does not leave a thread parked for two minutes
+    reactor.join(5)
+    return False
+
+
+def on_loop(reactor: Reactor, fn: Callable[[], T]) -> T:
+    """Run ``fn`` through ``call_soon`` (on whichever thread runs the loop) and return its value."""
+    box: list[T] = []
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            box.append(fn())
+        finally:
+            done.set()
+
+    assert reactor.call_soon(call)
+    assert done.wait(10), "call_soon did not run"
+    assert box, "the call raised (see the log)"
+    return box[0]
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+def attach(
+    reactor: Reactor, make: Callable[[], tuple[socket.socket, socket.socket]]
+) -> tuple[Connection, RecordingProtocol, socket.socket]:
+    ours, peer = make()
+    protocol = RecordingProtocol()
+    conn = on_loop(reactor, lambda: reactor.attach(ours, protocol))
+    return conn, protocol, peer
+
+
+class Gate:
+    """Holds the reactor thread inside a ``call_soon`` callback until ``open()``."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self.entered = threading.Event()
+        self._release = threading.Event()
+        assert reactor.call_soon(self._hold)
+        assert self.entered.wait(10), "the reactor thread did not reach the gate"
+
+    def _hold(self) -> None:
+        self.entered.set()
+        self._release.wait(30)
+
+    def open(self) -> None:
+        self._release.set()
+
+
+def lead_in_thread(reactor: Reactor, until: Callable[[], bool], timeout: float) -> bool | None:
+    """``reactor.lead(until, timeout)`` on a new thread (not the main one); its result."""
+    leader = Leader(reactor, until, timeout)
+    leader.start()
+    return leader.finish()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+# -- when the loop cannot be lent ------------------------------------------------------------
+
+
+def test_lead_returns_false_when_no_reactor_thread_runs(reactor: Reactor) -> None:
+    """Never started, or exited after ``close``: ``lead`` refuses without calling ``until``."""
+    until = Until()
+    assert lead_in_thread(reactor, until, 10.0) is False
+    assert not reactor.running  # lead did not start a thread either
+    on_loop(reactor, lambda: None)
+    reactor.close()
+    assert reactor.join(5)
+    assert lead_in_thread(reactor, until, 10.0) is False
+    assert until.calls == 0
+
+
+def test_lead_returns_false_once_closed_even_while_the_thread_still_runs(
+    reactor: Reactor,
+) -> None:
+    """``close()`` before the reactor thread has exited: no lease is asked for any more."""
+    gate = Gate(reactor)
+    reactor.close()
+    assert reactor.running  # the thread is held in the gate: only ``_closed`` tells
+    until = Until()
+    try:
+        assert lead_in_thread(reactor, until, 10.0) is False
+    finally:
+        gate.open()
+    assert until.calls == 0
+
+
+def test_lead_from_the_reactor_thread_returns_false(
+    reactor: Reactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``call_soon`` callback that leads is refused at once (it would wait for itself)."""
+    # Were the reactor thread to ask for a lease, it would wait this long for itself.
+    monkeypatch.setattr(stream_io, "_GRANT_TIMEOUT", 60.0)
+    until = Until()
+
+    def nested() -> tuple[bool, bool]:
+        return reactor.in_reactor_thread(), reactor.lead(until, 60.0)
+
+    assert on_loop(reactor, nested) == (True, False)
+    assert until.calls == 0
+    assert on_loop(reactor, thread_name) == REACTOR_NAME  # and it still serves
+
+
+def test_lead_returns_false_while_another_thread_leads(reactor: Reactor) -> None:
+    """One leader at a time: a second thread is refused and the first keeps the loop."""
+    on_loop(reactor, lambda: None)
+    stop = threading.Event()
+    first_until = Until(stop.is_set)
+    first = Leader(reactor, first_until, 60.0)
+    first.start()
+    try:
+        assert first_until.asked.wait(10)
+        second_until = Until()
+        second = Leader(reactor, second_until, 60.0, name="second-leader")
+        second.start()
+        assert second.finish() is False
+        assert second_until.calls == 0
+        assert on_loop(reactor, thread_name) == LEADER_NAME  # the first still leads
+    finally:
+        stop.set()
+        reactor.poke()
+    assert first.finish() is True
+    assert on_loop(reactor, thread_name) == REACTOR_NAME
+
+
+def test_lead_returns_false_when_the_reactor_is_busy_and_leaves_no_lease_behind(
+    reactor: Reactor,
+) -> None:
+    """A lease not granted in time is withdrawn: ``False``, and later leases still work."""
+    gate = Gate(reactor)
+    until = Until()
+    try:
+        assert lead_in_thread(reactor, until, 0.2) is False  # the reactor never got to it
+    finally:
+        gate.open()
+    assert until.calls == 0
+    assert on_loop(reactor, thread_name) == REACTOR_NAME  # not parked on the withdrawn lease
+    ran: list[str] = []
+    again = Until(lambda: bool(ran))
+    leader = Leader(reactor, again, 60.0)
+    leader.start()
+    assert again.asked.wait(10)
+    reactor.call_soon(lambda: ran.append(thread_name()))
+    assert leader.finish() is True
+    assert ran == [LEADER_NAME]
+
+
+@pytest.mark.timeout(60, method="thread")  # the signal method's SIGALRM handler forbids leading
+@pytest.mark.parametrize("custom", [None, signal.SIGINT, signal.SIGUSR1], ids=str)
+def test_main_thread_leads_only_with_default_signal_handlers(
+    reactor: Reactor, custom: signal.Signals | None
+) -> None:
+    """On the main thread: a custom SIGINT handler or any other Python handler forbids leading."""
+    assert threading.current_thread() is threading.main_thread()
+    on_loop(reactor, lambda: None)
+
+    def handler(signum: int, frame: Any) -> None:  # pragma: no cover - never delivered
+        pass
+
+    previous = signal.signal(custom, handler) if custom is not None else None
+    try:
+        ran: list[str] = []
+
+        def holds() -> bool:
+            if until.calls == 1:  # leading now: this call runs on the leader
+                reactor.call_soon(lambda: ran.append(thread_name()))
+            return bool(ran)
+
+        until = Until(holds)
+        led = reactor.lead(until, 10.0)
+        if custom is not None:
+            assert signal.getsignal(custom) is handler  # left alone
+    finally:
+        if custom is not None:
+            signal.signal(custom, previous)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if custom is None:
+        assert led is True
+        assert ran == ["MainThread"]
+    else:
+        assert led is False
+        assert until.calls == 0
+        assert on_loop(reactor, thread_name) == REACTOR_NAME
+
+
+# -- what runs where while leading -----------------------------------------------------------
+
+
+def test_calls_and_socket_data_run_on_the_leading_thread(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """While a thread leads, ``call_soon`` callbacks and ``data_received`` run on it."""
+    _conn, protocol, peer = attach(reactor, socket_pairs)
+    calls: list[tuple[str, bool]] = []
+    until = Until(lambda: bool(calls) and protocol.data == b"ping")
+    leader = Leader(reactor, until, 60.0)
+    leader.start()
+    assert until.asked.wait(10)
+    assert not reactor.in_reactor_thread()  # the test's thread
+    peer.sendall(b"ping")
+    reactor.call_soon(lambda: calls.append((thread_name(), reactor.in_reactor_thread())))
+    assert leader.finish() is True
+    assert calls == [(LEADER_NAME, True)]
+    assert protocol.threads == [LEADER_NAME]
+
+
+def test_give_back_wakes_the_reactor_when_a_connection_is_live(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """A connection not marked ``lingering`` is work: the reactor thread serves it at once."""
+    _conn, protocol, peer = attach(reactor, socket_pairs)
+    ran: list[str] = []
+    until = Until(lambda: bool(ran))
+    leader = Leader(reactor, until, 60.0)
+    leader.start()
+    assert until.asked.wait(10)
+    reactor.call_soon(lambda: ran.append(thread_name()))
+    assert leader.finish() is True
+    assert ran == [LEADER_NAME]
+    peer.sendall(b"after")  # nothing else wakes the reactor thread (no call_soon, no poke)
+    assert protocol.received.wait(10), "the reactor thread stayed parked"
+    assert protocol.data == b"after"
+    assert protocol.threads == [REACTOR_NAME]
+
+
+def test_give_back_wakes_the_reactor_for_a_timer_that_is_not_lazy(reactor: Reactor) -> None:
+    """A timer set while leading (not lazy) runs on the reactor thread after the lease."""
+    fired: list[str] = []
+    fired_event = threading.Event()
+
+    def fire() -> None:
+        fired.append(thread_name())
+        fired_event.set()
+
+    scheduled: list[str] = []
+
+    def schedule() -> None:
+        reactor.call_later(0.05, fire)
+        scheduled.append(thread_name())
+
+    until = Until(lambda: bool(scheduled))
+    on_loop(reactor, lambda: None)
+    leader = Leader(reactor, until, 60.0)
+    leader.start()
+    assert until.asked.wait(10)
+    reactor.call_soon(schedule)
+    assert leader.finish() is True
+    assert scheduled == [LEADER_NAME]
+    assert fired_event.wait(10), "the reactor thread stayed parked with a timer due"
+    assert fired == [REACTOR_NAME]
+
+
+def test_give_back_wakes_the_reactor_for_calls_left_queued(reactor: Reactor) -> None:
+    """A ``call_soon`` queued by the leader's last turn is run by the reactor thread."""
+    on_loop(reactor, lambda: None)
+    later: list[str] = []
+    later_event = threading.Event()
+    stop = threading.Event()
+
+    def last_call() -> None:
+        stop.set()  # the leader stops before it runs the next call
+        reactor.call_soon(lambda: (later.append(thread_name()), later_event.set()))
+
+    until = Until(stop.is_set)
+    leader = Leader(reactor, until, 60.0)
+    leader.start()
+    assert until.asked.wait(10)
+    reactor.call_soon(last_call)
+    assert leader.finish() is True
+    assert later_event.wait(10), "the reactor thread stayed parked with a call queued"
+    assert later == [REACTOR_NAME]
+
+
+def test_quiet_give_back_leaves_the_reactor_parked_until_the_next_call(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """Only lingering connections and lazy timers: the reactor rests until ``call_soon``."""
+    conn, protocol, peer = attach(reactor, socket_pairs)
+    fired: list[str] = []
+    fired_event = threading.Event()
+
+    def fire() -> None:
+        fired.append(thread_name())
+        fired_event.set()
+
+    scheduled: list[str] = []
+
+    def linger() -> None:
+        conn.lingering = True
+        reactor.call_later(0.05, fire, lazy=True)
+        scheduled.append(thread_name())
+
+    until = Until(lambda: bool(scheduled))
+    leader = Leader(reactor, until, 60.0)
+    leader.start()
+    assert until.asked.wait(10)
+    reactor.call_soon(linger)
+    assert leader.finish() is True
+    assert scheduled == [LEADER_NAME]
+    parked = reactor._parked
+    assert parked is not None and not parked.returned.is_set()  # not woken by the give-back
+    peer.sendall(b"late")
+    assert not fired_event.wait(0.3)  # parked: neither the lazy timer nor the socket is served
+    assert not protocol.received.is_set()
+    assert on_loop(reactor, thread_name) == REACTOR_NAME  # call_soon wakes it
+    assert fired_event.wait(10) and protocol.received.wait(10)
+    assert fired == [REACTOR_NAME]
+    assert protocol.threads == [REACTOR_NAME]
+
+
+def test_a_new_lease_wakes_a_quietly_parked_reactor(reactor: Reactor) -> None:
+    """After a quiet give-back the reactor thread rests; the next lease is still granted."""
+    on_loop(reactor, lambda: None)
+    assert lead_in_thread(reactor, Until(lambda: True), 60.0) is True
+    parked = reactor._parked
+    assert parked is not None and not parked.returned.is_set()  # resting on the old lease
+    ran: list[str] = []
+    until = Until(lambda: bool(ran))
+    leader = Leader(reactor, until, 60.0, name="second-leader")
+    leader.start()
+    assert until.asked.wait(10), "the new lease was not granted"
+    reactor.call_soon(lambda: ran.append(thread_name()))
+    assert leader.finish() is True
+    assert ran == ["second-leader"]
+
+
+def test_poke_makes_the_leader_check_until_again(reactor: Reactor) -> None:
+    """``poke()`` from another thread ends a lead whose ``until`` now holds."""
+    on_loop(reactor, lambda: None)
+    flag = threading.Event()
+    until = Until(flag.is_set)
+    leader = Leader(reactor, until, 60.0)
+    leader.start()
+    assert until.asked.wait(10)
+    flag.set()
+    reactor.poke()  # nothing else would end the leader's 60 s wait
+    assert leader.finish() is True
+
+
+def test_until_is_checked_before_the_first_turn(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """``until()`` already true: the leader runs no turn, pending data is left to the reactor."""
+    _conn, protocol, peer = attach(reactor, socket_pairs)
+    gate = Gate(reactor)
+    try:
+        peer.sendall(b"pending")
+        until = Until(lambda: True)
+        leader = Leader(reactor, until, 60.0)
+        leader.start()
+        assert wait_for(lambda: reactor._lease is not None)
+    finally:
+        gate.open()
+    assert leader.finish() is True
+    assert until.calls == 1
+    assert protocol.received.wait(10)
+    assert protocol.threads == [REACTOR_NAME]
+
+
+def test_until_is_checked_after_each_socket_served(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """Two sockets ready in one turn: the leader stops after the first, the reactor reads the
+    other."""
+    _a, first, peer_a = attach(reactor, socket_pairs)
+    _b, second, peer_b = attach(reactor, socket_pairs)
+    gate = Gate(reactor)  # holds the reactor so that both sockets are ready when the lease starts
+    try:
+        peer_a.sendall(b"a")
+        peer_b.sendall(b"b")
+        until = Until(lambda: first.received.is_set() or second.received.is_set())
+        leader = Leader(reactor, until, 60.0)
+        leader.start()
+        assert wait_for(lambda: reactor._lease is not None)
+    finally:
+        gate.open()
+    assert leader.finish() is True
+    assert first.received.wait(10) and second.received.wait(10)
+    assert sorted(first.threads + second.threads) == sorted([LEADER_NAME, REACTOR_NAME])
+
+
+# -- close and Ctrl-C --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("open_connection", [True, False], ids=["live-connection", "nothing-open"])
+def test_close_while_leading_stops_the_leader_and_the_reactor_exits(
+    reactor: Reactor,
+    socket_pairs: Callable[[], tuple[socket.socket, socket.socket]],
+    open_connection: bool,
+) -> None:
+    """``close()`` during a lease: the leader returns, gives back, and the reactor thread exits."""
+    protocol: RecordingProtocol | None = None
+    if open_connection:
+        _conn, protocol, _peer = attach(reactor, socket_pairs)
+    else:
+        on_loop(reactor, lambda: None)
+    until = Until()  # never holds: only the close ends the lead
+    leader = Leader(reactor, until, 60.0)
+    leader.start()
+    assert until.asked.wait(10)
+    reactor.close()
+    assert leader.finish() is True
+    assert join_or_unpark(reactor), "the reactor thread did not exit after the leader gave back"
+    assert not reactor.running
+    if protocol is not None:
+        assert protocol.lost == []  # closed by the reactor, not lost
+
+
+
+_CHILD_PRELUDE = """
+import signal
+import socket
+import sys
+import threading
+
+from runtime_job.api import stream_io
+from runtime_job.api.stream_io import Reactor
+
+stream_io._LEASE_CHECK = 120.0
+stream_io._GRANT_TIMEOUT = 30.0
+reactor = Reactor("child-reactor", idle_timeout=60.0)
+started = threading.Event()
+reactor.call_soon(started.set)
+assert started.wait(10)
+main_id = threading.main_thread().ident
+assert main_id is not None
+
+
+def still_serves():
+    names = []
+    ran = threading.Event()
+    reactor.call_soon(lambda: (names.append(threading.current_thread().name), ran.set()))
+    assert ran.wait(10), "the reactor does not serve after the interrupt"
+    assert names == ["child-reactor"], names
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def interrupted(lead):
+    try:
+        lead()
+    except KeyboardInterrupt:
+        return True
+    return False
+"""
+
+
+def _run_child(body: str) -> subprocess.CompletedProcess[str]:
+    script = _CHILD_PRELUDE + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_sigint_while_leading_is_raised_after_the_loop_is_given_back() -> None:
+    """Ctrl-C during ``lead`` on the main thread: ``KeyboardInterrupt`` once the loop is back."""
+    done = _run_child(
+        """
+        leading = threading.Event()
+
+        def until():
+            leading.set()
+            return False  # never: only the interrupt ends the lead
+
+        def kick():
+            if leading.wait(10):
+                signal.pthread_kill(main_id, signal.SIGINT)
+
+        helper = threading.Thread(target=kick)
+        helper.start()
+        assert interrupted(lambda: reactor.lead(until, 30.0)), "no KeyboardInterrupt"
+        helper.join(10)
+        assert leading.is_set()
+        still_serves()
+        reactor.close()
+        assert reactor.join(5)
+        print("LEAD-SIGINT-OK")
+        """
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "LEAD-SIGINT-OK" in done.stdout, done.stdout + done.stderr
+
+
+def test_sigint_during_a_callback_waits_for_the_end_of_the_turn() -> None:
+    """A Ctrl-C that lands inside ``data_received`` does not cut it: it is held, then raised."""
+    done = _run_child(
+        """
+        ours, peer = socket.socketpair()
+        steps = []
+
+        class Interrupting:
+            def data_received(self, data):
+                steps.append("before")
+                signal.pthread_kill(main_id, signal.SIGINT)  # handled at the next bytecode
+                steps.append("after")
+
+            def connection_lost(self, exc):
+                pass
+
+        attached = threading.Event()
+        reactor.call_soon(lambda: (reactor.attach(ours, Interrupting()), attached.set()))
+        assert attached.wait(10)
+        leading = threading.Event()
+
+        def until():
+            if not leading.is_set():
+                leading.set()
+                peer.sendall(b"x")
+            return False
+
+        assert interrupted(lambda: reactor.lead(until, 30.0)), "no KeyboardInterrupt"
+        assert steps == ["before", "after"], steps
+        still_serves()
+        reactor.close()
+        assert reactor.join(5)
+        peer.close()
+        print("HELD-SIGINT-OK")
+        """
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "HELD-SIGINT-OK" in done.stdout, done.stdout + done.stderr
+
+
+# -- the stream hub ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60, method="thread")  # the signal method's SIGALRM handler forbids leading
+def test_serve_until_delivers_the_final_frame_on_the_serving_thread(
+    server: WsServer,
+    params: ClientParameters,
+    hub: StreamHub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread in ``serve_until`` reads the final frame: an inline listener gets it there."""
+    monkeypatch.setattr(stream_io, "_GRANT_TIMEOUT", 30.0)
+    server.add_job("lead")  # the final frame comes only once the test thread leads
+    rec = InlineRecorder()
+    handle = hub.subscribe(job_id="lead", url=server.url("lead"), params=params, listener=rec)
+    finished: list[bool] = []
+
+    def until() -> bool:
+        if not finished:
+            finished.append(True)
+            server.finish("lead", result="R")
+        return any(frame.final for frame in rec.frames)
+
+    assert handle.serve_until(until, 30.0) is True
+    assert rec.payloads == ["R"]
+    assert rec.threads == {threading.current_thread().name}
+    assert rec.threads != {"runtime-job-stream-io"}
+    rec.wait()
+    assert rec.ends == [(StreamEnd.COMPLETED, None)]
