@@ -1,0 +1,131 @@
+"""A thread serving the hub while it waits delivers its callback stream's final frame itself."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from runtime_job.api import stream_io
+from runtime_job.api.params import ClientParameters
+from runtime_job.api.protocol import StreamEnd, StreamFrame
+from runtime_job.api.stream import StreamHandle, StreamHub
+
+from .streamkit import Recorder, WsServer
+
+
+class ThreadRecorder(Recorder):
+    """Records which thread each call ran on, in call order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+
+    def on_frame(self, frame: StreamFrame) -> None:
+        self.calls.append((frame.payload, threading.current_thread().name))
+        super().on_frame(frame)
+
+    def on_end(self, end: StreamEnd, error: BaseException | None) -> None:
+        self.calls.append(("<end>", threading.current_thread().name))
+        super().on_end(end, error)
+
+
+def _subscribe_after_interims(
+    server: WsServer, params: ClientParameters, hub: StreamHub, job_id: str
+) -> tuple[StreamHandle, ThreadRecorder]:
+    server.add_job(job_id, messages=["a", "b"])
+    rec = ThreadRecorder()
+    sub = hub.subscribe(job_id=job_id, url=server.url(job_id), params=params, listener=rec)
+    for _ in range(1000):
+        if len(rec.frames) == 2:
+            break
+        rec.ended.wait(0.01)
+    assert rec.payloads == ["a", "b"]
+    return sub, rec
+
+
+def _finish_on_first_call(server: WsServer, job_id: str, rec: Recorder) -> Callable[[], bool]:
+    """An ``until`` that makes the server finish the job once the thread is serving."""
+    started: list[bool] = []
+
+    def until() -> bool:
+        if not started:
+            started.append(True)
+            server.finish(job_id, result="R")
+        return rec.ended.is_set()
+
+    return until
+
+
+def test_the_serving_thread_delivers_the_final_frame_and_the_end_itself(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    """Interim frames go to dispatchers; the final one and the end run on the waiting thread."""
+    sub, rec = _subscribe_after_interims(server, params, hub, "host1")
+    me = threading.current_thread().name
+
+    assert sub.serve_until(_finish_on_first_call(server, "host1", rec), 10)
+
+    assert rec.ended.is_set()
+    assert rec.payloads == ["a", "b", "R"]
+    assert rec.ends == [(StreamEnd.COMPLETED, None)]
+    assert all(t.startswith("runtime-job-stream-dispatch-") for _, t in rec.calls[:2])
+    assert rec.calls[2:] == [("R", me), ("<end>", me)]
+
+
+def test_a_final_frame_read_by_the_reactor_thread_still_goes_to_a_dispatcher(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    """Only a thread that waits for this stream takes its delivery; no waiter, no change."""
+    sub, rec = _subscribe_after_interims(server, params, hub, "host2")
+    server.finish("host2", result="R")
+    rec.wait()
+    assert rec.payloads == ["a", "b", "R"]
+    assert all(t.startswith("runtime-job-stream-dispatch-") for _, t in rec.calls)
+    assert not sub.active
+
+
+def test_an_interrupted_serving_thread_hands_the_delivery_to_a_dispatcher(
+    server: WsServer,
+    params: ClientParameters,
+    hub: StreamHub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A waiter interrupted after taking the final frame runs no callback and loses nothing."""
+    sub, rec = _subscribe_after_interims(server, params, hub, "host3")
+    lead = stream_io.Reactor.lead
+
+    def interrupted(self: stream_io.Reactor, until: Callable[[], bool], timeout: float) -> bool:
+        assert lead(self, until, timeout)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stream_io.Reactor, "lead", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sub.serve_until(_finish_on_first_call(server, "host3", rec), 10)
+
+    rec.wait()
+    assert rec.payloads == ["a", "b", "R"]
+    assert rec.ends == [(StreamEnd.COMPLETED, None)]
+    assert all(t.startswith("runtime-job-stream-dispatch-") for _, t in rec.calls)
+
+
+def test_every_message_is_delivered_once_whoever_reads_the_final_frame(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    """Rounds where the final frame comes before and while the thread serves: exactly once."""
+    for round_ in range(20):
+        job_id = f"host-race{round_}"
+        sub, rec = _subscribe_after_interims(server, params, hub, job_id)
+        if round_ % 2:
+            server.finish(job_id, result="R")
+            until: Callable[[], bool] = rec.ended.is_set
+        else:
+            until = _finish_on_first_call(server, job_id, rec)
+        while not rec.ended.is_set():
+            if not sub.serve_until(until, 10):
+                rec.ended.wait(0.05)
+        rec.wait()
+        assert rec.payloads == ["a", "b", "R"], round_
+        assert [c[0] for c in rec.calls] == ["a", "b", "R", "<end>"], round_
+        assert rec.max_concurrent == 1
