@@ -510,9 +510,10 @@ class RuntimeJob:
         """Wait for a final status: told by a working stream, else by adaptive polling.
 
         While the job's stream works, the server is asked only every
-        :data:`_SAFETY_POLL_SECONDS` (in case the stream is mute), and the stream is checked
-        every :data:`_STREAM_CHECK_SECONDS`; while it is reconnecting, or without one, the
-        status is polled at the pace of :attr:`poll_policy`.
+        :data:`_SAFETY_POLL_SECONDS` (in case the stream is mute), and a reconnecting stream
+        is noticed at once (or within :data:`_STREAM_CHECK_SECONDS` when another thread
+        reads it); while it is reconnecting, or without one, the status is polled at the
+        pace of :attr:`poll_policy`.
         """
         intervals = self.poll_policy.intervals()
         safety_at = clock.monotonic() + _SAFETY_POLL_SECONDS
@@ -525,7 +526,7 @@ class RuntimeJob:
                     self._stream_final = False
                 elif self._stream_works():
                     left = safety_at - clock.monotonic()
-                    self._await_stream(deadline.cap(max(0.0, min(_STREAM_CHECK_SECONDS, left))))
+                    self._await_stream(deadline.cap(max(0.0, left)))
                     if self._status in JOB_FINAL_STATES:
                         return
                     if self._stream_works() and not self._stream_final and left > 0:
@@ -544,8 +545,9 @@ class RuntimeJob:
 
         The waiting thread serves the stream hub itself when the hub lets it
         (``StreamSubscription.serve_until``): the final frame then reaches ``result()``
-        with no thread hand-off (and the last callbacks run on this thread). Otherwise it
-        waits to be notified.
+        with no thread hand-off (and the last callbacks run on this thread), and a stream
+        that starts reconnecting is noticed at once. Otherwise it waits to be notified,
+        and looks at the stream every :data:`_STREAM_CHECK_SECONDS`.
         """
         stream = self._stream
         sub = stream.subscription if stream is not None else None
@@ -560,7 +562,7 @@ class RuntimeJob:
             if served:
                 return
         if not self._stream_news():
-            self._changed.wait(seconds)
+            self._changed.wait(min(seconds, _STREAM_CHECK_SECONDS))
 
     def _stream_news(self) -> bool:
         """Whether a thread waiting on the stream should look again (lock-free)."""

@@ -295,7 +295,6 @@ def test_lead_returns_false_when_the_reactor_is_busy_and_leaves_no_lease_behind(
     assert ran == [LEADER_NAME]
 
 
-@pytest.mark.timeout(60, method="thread")  # the signal method's SIGALRM handler forbids leading
 @pytest.mark.parametrize("custom", [None, signal.SIGINT, signal.SIGUSR1], ids=str)
 def test_main_thread_leads_only_with_default_signal_handlers(
     reactor: Reactor, custom: signal.Signals | None
@@ -407,9 +406,13 @@ def test_give_back_wakes_the_reactor_for_calls_left_queued(reactor: Reactor) -> 
     later_event = threading.Event()
     stop = threading.Event()
 
+    def record() -> None:
+        later.append(thread_name())
+        later_event.set()
+
     def last_call() -> None:
         stop.set()  # the leader stops before it runs the next call
-        reactor.call_soon(lambda: (later.append(thread_name()), later_event.set()))
+        reactor.call_soon(record)
 
     until = Until(stop.is_set)
     leader = Leader(reactor, until, 60.0)
@@ -556,7 +559,6 @@ def test_close_while_leading_stops_the_leader_and_the_reactor_exits(
         assert protocol.lost == []  # closed by the reactor, not lost
 
 
-
 _CHILD_PRELUDE = """
 import signal
 import socket
@@ -630,6 +632,37 @@ def test_sigint_while_leading_is_raised_after_the_loop_is_given_back() -> None:
     assert "LEAD-SIGINT-OK" in done.stdout, done.stdout + done.stderr
 
 
+def test_a_signal_wakes_the_selector_of_the_leading_main_thread() -> None:
+    """While the main thread leads, the signal wake-up fd is the loop's, and is put back after.
+
+    A Python handler runs only between bytecodes, so without the wake-up fd a ``SIGINT``
+    that lands just before ``epoll_wait`` would wait for the whole lead.
+    """
+    done = _run_child(
+        """
+        before_r, before_w = socket.socketpair()
+        before_w.setblocking(False)
+        signal.set_wakeup_fd(before_w.fileno())
+        seen = []
+
+        def until():
+            fd = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(fd)
+            seen.append(fd == reactor._loop.wake_w.fileno())
+            return True
+
+        assert reactor.lead(until, 5.0)
+        assert seen == [True], seen
+        assert signal.set_wakeup_fd(-1) == before_w.fileno()
+        reactor.close()
+        assert reactor.join(5)
+        print("WAKEUP-FD-OK")
+        """
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WAKEUP-FD-OK" in done.stdout, done.stdout + done.stderr
+
+
 def test_sigint_during_a_callback_waits_for_the_end_of_the_turn() -> None:
     """A Ctrl-C that lands inside ``data_received`` does not cut it: it is held, then raised."""
     done = _run_child(
@@ -673,7 +706,6 @@ def test_sigint_during_a_callback_waits_for_the_end_of_the_turn() -> None:
 # -- the stream hub ------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60, method="thread")  # the signal method's SIGALRM handler forbids leading
 def test_serve_until_delivers_the_final_frame_on_the_serving_thread(
     server: WsServer,
     params: ClientParameters,

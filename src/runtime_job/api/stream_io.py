@@ -543,6 +543,8 @@ class Reactor:
             if lease is None:
                 return False
             loop = lease.loop
+            if guard is not None:
+                guard.watch(loop)
             try:
                 end = time.monotonic() + timeout
                 while not until():
@@ -555,6 +557,8 @@ class Reactor:
                     wait = end - now if wait is None else min(wait, end - now)
                     self._turn(loop, wait, until)
             finally:
+                if guard is not None:
+                    guard.unwatch()
                 self._give_back(lease)
             return True
         finally:
@@ -575,7 +579,8 @@ class Reactor:
             lease.state = _RETURNED
             self._lease = None
             quiet = (
-                not self._calls
+                not self._closed
+                and not self._calls
                 and not loop.hot
                 and not loop.urgent_timers
                 and all(conn.lingering for conn in loop.conns)
@@ -669,6 +674,7 @@ class _InterruptGuard:
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
         self.pending = False
+        self._old_wakeup_fd = -1
 
     @classmethod
     def install(cls, reactor: Reactor) -> _InterruptGuard | Literal[False]:
@@ -684,6 +690,20 @@ class _InterruptGuard:
         except ValueError:  # not the main interpreter's main thread
             return False
         return guard
+
+    def watch(self, loop: _Loop) -> None:
+        """Make a signal wake ``loop``'s selector while this thread leads it.
+
+        The handler runs only between two bytecodes, so a signal that lands just before
+        the selector blocks would wait for its timeout; with the wake-up fd, the C-level
+        handler itself wakes the selector. Set only while the loop is lent (its socket
+        cannot close meanwhile), and the fd in place before is put back.
+        """
+        self._old_wakeup_fd = signal.set_wakeup_fd(loop.wake_w.fileno(), warn_on_full_buffer=False)
+
+    def unwatch(self) -> None:
+        """Put back the wake-up fd that was set before :meth:`watch`."""
+        signal.set_wakeup_fd(self._old_wakeup_fd)
 
     def _hold(self, signum: int, frame: object) -> None:
         # Runs between two bytecodes of the leading thread, which may hold the reactor's

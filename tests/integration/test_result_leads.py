@@ -1,0 +1,77 @@
+"""``job.result()`` on the main thread serves the stream hub itself (``Reactor.lead``).
+
+The final frame then reaches the job on the waiting thread, with no hand-off, and so does
+the user callback of the final result. (pytest-timeout's ``signal`` method would put a
+Python handler on ``SIGALRM``, which forbids leading on the main thread: the suite uses its
+``thread`` method.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from runtime_job import RuntimeService
+from runtime_job.api import stream_io
+from runtime_job.api.protocol import StreamFrame
+from runtime_job.job import CallbackErrors, ResultCallback, RuntimeJob
+from runtime_job.server import LocalRuntimeServer
+from tests.integration.helpers import ALICE
+
+SLEEP_INPUTS = {"seconds": 0.2}
+
+
+@pytest.fixture()
+def final_frame_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads that run ``RuntimeJob._on_final_frame``, in order."""
+    names: list[str] = []
+    original = RuntimeJob._on_final_frame
+
+    def recording(
+        self: RuntimeJob,
+        frame: StreamFrame,
+        callback: ResultCallback | None,
+        policy: CallbackErrors,
+    ) -> None:
+        names.append(threading.current_thread().name)
+        original(self, frame, callback, policy)
+
+    monkeypatch.setattr(RuntimeJob, "_on_final_frame", recording)
+    # A loaded machine must not make the hub refuse the lease (it then waits its own way).
+    monkeypatch.setattr(stream_io, "_GRANT_TIMEOUT", 10.0)
+    return names
+
+
+@pytest.fixture()
+def service(server: LocalRuntimeServer) -> Iterator[RuntimeService]:
+    with RuntimeService(channel="local", url=server.url, token=ALICE) as svc:
+        yield svc
+
+
+def test_result_on_the_main_thread_gets_the_final_frame_there(
+    service: RuntimeService, final_frame_threads: list[str]
+) -> None:
+    """Without a callback, the final frame is read and handled by the thread in ``result()``."""
+    assert threading.current_thread() is threading.main_thread()
+    job = service.run("sleep", inputs=SLEEP_INPUTS)
+    assert job.result(timeout=60) == {"slept": 0.2}
+    assert final_frame_threads == ["MainThread"]
+
+
+def test_result_with_a_callback_calls_it_with_the_final_result_on_the_waiting_thread(
+    service: RuntimeService, final_frame_threads: list[str]
+) -> None:
+    """With a user callback, the thread in ``result()`` delivers the final result itself."""
+    called: list[tuple[str, Any]] = []
+
+    def callback(job_id: str, value: Any) -> None:
+        called.append((threading.current_thread().name, value))
+
+    job = service.run("sleep", inputs=SLEEP_INPUTS, callback=callback)
+    assert job.result(timeout=60) == {"slept": 0.2}
+    # result() returns only after the callback stream has delivered its last frame.
+    assert called == [("MainThread", {"slept": 0.2})]
+    assert final_frame_threads == ["MainThread"]
