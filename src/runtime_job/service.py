@@ -26,6 +26,7 @@ from .api.params import (
     ClientParameters,
     ProxyConfiguration,
 )
+from .api.protocol import StreamingApi
 from .backend import Backend, BackendStatus, IBMRetiredBackend
 from .config import resolve_config
 from .exceptions import (
@@ -366,6 +367,8 @@ class RuntimeService:
                     f"The backend {backend.name} currently has a status of {status.status_msg}.",
                     stacklevel=2,
                 )
+        if callback is not None and isinstance(self._api_client, StreamingApi):
+            self._api_client.prepare_streams()  # the job publishes as soon as it is accepted
         try:
             response = self._api_client.program_run(
                 program_id=program_id,

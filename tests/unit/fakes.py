@@ -236,6 +236,9 @@ class StreamingFakeClient(FakeRuntimeClient):
         self.subscriptions: list[FakeSubscription] = []
         self.reconnecting_streams = False  # new streams say they are reconnecting
 
+    def prepare_streams(self) -> None:
+        self.calls.append(("prepare_streams",))
+
     def open_stream(self, job_id: str, listener: StreamListener) -> FakeSubscription:
         self.calls.append(("open_stream", job_id))
         sub = FakeSubscription(listener)

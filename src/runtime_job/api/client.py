@@ -477,6 +477,17 @@ class RuntimeClient:
             listener=listener,
         )
 
+    def prepare_streams(self) -> None:
+        """Load the stream hub and start its threads before a job is submitted.
+
+        A job starts publishing as soon as the server accepts it; warming the hub first
+        keeps the first import and the thread starts out of the time its first message
+        waits (the server replays it once the stream is open).
+        """
+        from .stream import default_hub
+
+        default_hub().warm()
+
     # -------------------------------------------------------------------------- backends
 
     def list_backends(self, hgp: str | None = None) -> list[str]:

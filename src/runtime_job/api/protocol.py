@@ -169,6 +169,10 @@ class StreamingApi(Protocol):
         """Start streaming ``job_id`` into ``listener``; returns at once."""
         ...
 
+    def prepare_streams(self) -> None:
+        """A hint that a stream will be opened soon: get ready (imports, threads) now."""
+        ...
+
 
 __all__ = [
     "ExternalResultApi",

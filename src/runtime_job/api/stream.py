@@ -270,6 +270,17 @@ class StreamHub:
         self._launch(stream)
         return StreamHandle(stream)
 
+    def warm(self) -> None:
+        """Start the reactor and one connect thread now, for a stream about to be opened.
+
+        Threads started this way exit after ``idle_shutdown`` if no stream follows.
+        """
+        if self.closed:
+            return
+        self._connect_pool.prestart()
+        if not self._reactor.running:
+            self._reactor.call_soon(_nothing)
+
     def close(self, timeout: float | None = None) -> None:
         """Cancel every stream, close every socket and stop every thread.
 
