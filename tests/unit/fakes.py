@@ -237,7 +237,7 @@ class StreamingFakeClient(FakeRuntimeClient):
         self.reconnecting_streams = False  # new streams say they are reconnecting
 
     def prepare_streams(self) -> None:
-        self.calls.append(("prepare_streams",))
+        self.calls.append(("prepare_streams", None))
 
     def open_stream(self, job_id: str, listener: StreamListener) -> FakeSubscription:
         self.calls.append(("open_stream", job_id))

@@ -22,7 +22,7 @@ from runtime_job.exceptions import (
 )
 from runtime_job.status import JobStatus
 
-from .fakes import FakeRuntimeClient
+from .fakes import FakeRuntimeClient, StreamingFakeClient
 
 HGPS = {
     "hub0/group0/project0": ["common_backend", "unique_backend_0"],
@@ -508,3 +508,24 @@ def test_malformed_listings_name_the_job_and_field(page: Any, message: str) -> N
     with pytest.raises(ApiIBMProtocolError) as caught:
         quantum(ListingClient(page)).jobs(limit=None)
     assert str(caught.value.message).startswith(message + ": ")
+
+
+def test_run_with_a_callback_warms_the_streams_before_submitting() -> None:
+    """The hub is readied before the POST: the job publishes as soon as it is accepted."""
+    client = StreamingFakeClient()
+    client.backends = ["common_backend"]
+    service = quantum(client)
+    job = service.run(
+        "my-program", inputs={}, options={"backend": "common_backend"}, callback=lambda j, m: None
+    )
+    names = [call[0] for call in client.calls]
+    assert names.index("prepare_streams") < names.index("program_run") < names.index("open_stream")
+    assert ("open_stream", job.job_id()) in client.calls
+
+
+def test_run_without_a_callback_does_not_touch_the_streams() -> None:
+    """No callback, no stream: nothing is warmed (``result()`` opens its stream when asked)."""
+    client = StreamingFakeClient()
+    client.backends = ["common_backend"]
+    run(quantum(client))
+    assert not [call for call in client.calls if call[0] in ("prepare_streams", "open_stream")]
