@@ -2,8 +2,10 @@
 
 A :class:`Reactor` owns a selector (epoll on Linux), a wake-up socket pair, a heap of timers
 and the open :class:`Connection` objects. Other threads talk to it only through
-:meth:`Reactor.call_soon`; everything else runs on the reactor thread, so the state of a
-connection is never shared. The thread starts on the first ``call_soon`` and exits once it
+:meth:`Reactor.call_soon`; everything else runs on the thread that runs the loop, so the
+state of a connection is never shared. That is the reactor thread, or a thread that waits
+for a stream and borrows the loop meanwhile (:meth:`Reactor.lead`) while the reactor thread
+parks. The thread starts on the first ``call_soon`` and exits once it
 has had no connection, no timer and no call for ``idle_timeout`` seconds.
 
 Sockets are non-blocking. TLS needs care: an ``SSLSocket`` may hold decrypted bytes that the
@@ -293,6 +295,9 @@ class _Loop:
 
 class Reactor:
     """One daemon thread serving every connection and timer of a stream hub.
+
+    A thread waiting for a stream may run the loop in its place for a while (:meth:`lead`);
+    "the reactor thread" in the method docs means whichever thread runs the loop.
 
     Args:
         name: The thread's name.
