@@ -560,15 +560,14 @@ class StreamHandle:
         """Lend the calling thread to the hub while it waits for ``until()`` (see ``Reactor.lead``).
 
         The thread reads the process's sockets itself, so what this stream delivers to an
-        inline listener reaches the waiter with no thread hand-off.
+        inline listener reaches the waiter with no thread hand-off. A final frame of a stream
+        with callbacks that arrives while its waiter serves is delivered by the waiter
+        itself, after it has given the loop back: the last callbacks then run on the thread
+        that waits for them, with no hand-off either.
 
         Args:
             until: Checked after each socket the thread serves; cheap and lock-free.
             timeout: Seconds to serve at most.
-
-        A final frame of a stream with callbacks that arrives while its waiter serves is
-        delivered by the waiter itself, after it has given the loop back: the last
-        callbacks then run on the thread that waits for them, with no hand-off either.
 
         Returns:
             ``False`` at once when the hub cannot lend its loop now (the caller waits its
