@@ -163,6 +163,18 @@ def thread_name() -> str:
     return threading.current_thread().name
 
 
+class Marks:
+    """A callable that records the name of each thread calling it; ``called`` is set at once."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.called = threading.Event()
+
+    def __call__(self) -> None:
+        self.threads.append(thread_name())
+        self.called.set()
+
+
 def attach(
     reactor: Reactor, make: Callable[[], tuple[socket.socket, socket.socket]]
 ) -> tuple[Connection, RecordingProtocol, socket.socket]:
@@ -374,13 +386,7 @@ def test_give_back_wakes_the_reactor_when_a_connection_is_live(
 
 def test_give_back_wakes_the_reactor_for_a_timer_that_is_not_lazy(reactor: Reactor) -> None:
     """A timer set while leading (not lazy) runs on the reactor thread after the lease."""
-    fired: list[str] = []
-    fired_event = threading.Event()
-
-    def fire() -> None:
-        fired.append(thread_name())
-        fired_event.set()
-
+    fire = Marks()
     scheduled: list[str] = []
 
     def schedule() -> None:
@@ -395,20 +401,15 @@ def test_give_back_wakes_the_reactor_for_a_timer_that_is_not_lazy(reactor: React
     reactor.call_soon(schedule)
     assert leader.finish() is True
     assert scheduled == [LEADER_NAME]
-    assert fired_event.wait(10), "the reactor thread stayed parked with a timer due"
-    assert fired == [REACTOR_NAME]
+    assert fire.called.wait(10), "the reactor thread stayed parked with a timer due"
+    assert fire.threads == [REACTOR_NAME]
 
 
 def test_give_back_wakes_the_reactor_for_calls_left_queued(reactor: Reactor) -> None:
     """A ``call_soon`` queued by the leader's last turn is run by the reactor thread."""
     on_loop(reactor, lambda: None)
-    later: list[str] = []
-    later_event = threading.Event()
+    record = Marks()
     stop = threading.Event()
-
-    def record() -> None:
-        later.append(thread_name())
-        later_event.set()
 
     def last_call() -> None:
         stop.set()  # the leader stops before it runs the next call
@@ -420,8 +421,8 @@ def test_give_back_wakes_the_reactor_for_calls_left_queued(reactor: Reactor) -> 
     assert until.asked.wait(10)
     reactor.call_soon(last_call)
     assert leader.finish() is True
-    assert later_event.wait(10), "the reactor thread stayed parked with a call queued"
-    assert later == [REACTOR_NAME]
+    assert record.called.wait(10), "the reactor thread stayed parked with a call queued"
+    assert record.threads == [REACTOR_NAME]
 
 
 def test_quiet_give_back_leaves_the_reactor_parked_until_the_next_call(
@@ -429,13 +430,7 @@ def test_quiet_give_back_leaves_the_reactor_parked_until_the_next_call(
 ) -> None:
     """Only lingering connections and lazy timers: the reactor rests until ``call_soon``."""
     conn, protocol, peer = attach(reactor, socket_pairs)
-    fired: list[str] = []
-    fired_event = threading.Event()
-
-    def fire() -> None:
-        fired.append(thread_name())
-        fired_event.set()
-
+    fire = Marks()
     scheduled: list[str] = []
 
     def linger() -> None:
@@ -453,11 +448,11 @@ def test_quiet_give_back_leaves_the_reactor_parked_until_the_next_call(
     parked = reactor._parked
     assert parked is not None and not parked.returned.is_set()  # not woken by the give-back
     peer.sendall(b"late")
-    assert not fired_event.wait(0.3)  # parked: neither the lazy timer nor the socket is served
+    assert not fire.called.wait(0.3)  # parked: neither the lazy timer nor the socket is served
     assert not protocol.received.is_set()
     assert on_loop(reactor, thread_name) == REACTOR_NAME  # call_soon wakes it
-    assert fired_event.wait(10) and protocol.received.wait(10)
-    assert fired == [REACTOR_NAME]
+    assert fire.called.wait(10) and protocol.received.wait(10)
+    assert fire.threads == [REACTOR_NAME]
     assert protocol.threads == [REACTOR_NAME]
 
 
@@ -596,16 +591,26 @@ def interrupted(lead):
 """
 
 
-def _run_child(body: str) -> subprocess.CompletedProcess[str]:
-    script = _CHILD_PRELUDE + textwrap.dedent(body)
-    return subprocess.run(
+_CHILD_EPILOGUE = """
+reactor.close()
+assert reactor.join(5)
+print("CHILD-OK")
+"""
+
+
+def _run_child(body: str) -> None:
+    """Run ``body`` after the prelude in a child interpreter; it must close the reactor and pass."""
+    script = _CHILD_PRELUDE + textwrap.dedent(body) + _CHILD_EPILOGUE
+    done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "CHILD-OK" in done.stdout, done.stdout + done.stderr
 
 
 def test_sigint_while_leading_is_raised_after_the_loop_is_given_back() -> None:
     """Ctrl-C during ``lead`` on the main thread: ``KeyboardInterrupt`` once the loop is back."""
-    done = _run_child(
+    _run_child(
         """
         leading = threading.Event()
 
@@ -623,13 +628,8 @@ def test_sigint_while_leading_is_raised_after_the_loop_is_given_back() -> None:
         helper.join(10)
         assert leading.is_set()
         still_serves()
-        reactor.close()
-        assert reactor.join(5)
-        print("LEAD-SIGINT-OK")
         """
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "LEAD-SIGINT-OK" in done.stdout, done.stdout + done.stderr
 
 
 def test_a_signal_wakes_the_selector_of_the_leading_main_thread() -> None:
@@ -638,7 +638,7 @@ def test_a_signal_wakes_the_selector_of_the_leading_main_thread() -> None:
     A Python handler runs only between bytecodes, so without the wake-up fd a ``SIGINT``
     that lands just before ``epoll_wait`` would wait for the whole lead.
     """
-    done = _run_child(
+    _run_child(
         """
         before_r, before_w = socket.socketpair()
         before_w.setblocking(False)
@@ -654,18 +654,13 @@ def test_a_signal_wakes_the_selector_of_the_leading_main_thread() -> None:
         assert reactor.lead(until, 5.0)
         assert seen == [True], seen
         assert signal.set_wakeup_fd(-1) == before_w.fileno()
-        reactor.close()
-        assert reactor.join(5)
-        print("WAKEUP-FD-OK")
         """
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "WAKEUP-FD-OK" in done.stdout, done.stdout + done.stderr
 
 
 def test_sigint_during_a_callback_waits_for_the_end_of_the_turn() -> None:
     """A Ctrl-C that lands inside ``data_received`` does not cut it: it is held, then raised."""
-    done = _run_child(
+    _run_child(
         """
         ours, peer = socket.socketpair()
         steps = []
@@ -693,14 +688,9 @@ def test_sigint_during_a_callback_waits_for_the_end_of_the_turn() -> None:
         assert interrupted(lambda: reactor.lead(until, 30.0)), "no KeyboardInterrupt"
         assert steps == ["before", "after"], steps
         still_serves()
-        reactor.close()
-        assert reactor.join(5)
         peer.close()
-        print("HELD-SIGINT-OK")
         """
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "HELD-SIGINT-OK" in done.stdout, done.stdout + done.stderr
 
 
 # -- the stream hub ------------------------------------------------------------------------------
