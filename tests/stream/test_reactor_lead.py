@@ -220,6 +220,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 # -- when the loop cannot be lent ------------------------------------------------------------
 
 
+def lead_through_one_call(reactor: Reactor) -> None:
+    """Lead from another thread until one ``call_soon`` has run there, then give back."""
+    ran: list[str] = []
+    until = Until(lambda: bool(ran))
+    leader = Leader(reactor, until, 60.0)
+    leader.start()
+    assert until.asked.wait(10)
+    reactor.call_soon(lambda: ran.append(thread_name()))
+    assert leader.finish() is True
+    assert ran == [LEADER_NAME]
+
+
 def test_lead_returns_false_when_no_reactor_thread_runs(reactor: Reactor) -> None:
     """Never started, or exited after ``close``: ``lead`` refuses without calling ``until``."""
     until = Until()
@@ -297,14 +309,7 @@ def test_lead_returns_false_when_the_reactor_is_busy_and_leaves_no_lease_behind(
         gate.open()
     assert until.calls == 0
     assert on_loop(reactor, thread_name) == REACTOR_NAME  # not parked on the withdrawn lease
-    ran: list[str] = []
-    again = Until(lambda: bool(ran))
-    leader = Leader(reactor, again, 60.0)
-    leader.start()
-    assert again.asked.wait(10)
-    reactor.call_soon(lambda: ran.append(thread_name()))
-    assert leader.finish() is True
-    assert ran == [LEADER_NAME]
+    lead_through_one_call(reactor)
 
 
 @pytest.mark.parametrize("custom", [None, signal.SIGINT, signal.SIGUSR1], ids=str)
@@ -370,14 +375,7 @@ def test_give_back_wakes_the_reactor_when_a_connection_is_live(
 ) -> None:
     """A connection not marked ``lingering`` is work: the reactor thread serves it at once."""
     _conn, protocol, peer = attach(reactor, socket_pairs)
-    ran: list[str] = []
-    until = Until(lambda: bool(ran))
-    leader = Leader(reactor, until, 60.0)
-    leader.start()
-    assert until.asked.wait(10)
-    reactor.call_soon(lambda: ran.append(thread_name()))
-    assert leader.finish() is True
-    assert ran == [LEADER_NAME]
+    lead_through_one_call(reactor)
     peer.sendall(b"after")  # nothing else wakes the reactor thread (no call_soon, no poke)
     assert protocol.received.wait(10), "the reactor thread stayed parked"
     assert protocol.data == b"after"
