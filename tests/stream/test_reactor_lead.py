@@ -80,6 +80,13 @@ class Leader(threading.Thread):
         except BaseException as err:  # pragma: no cover - reported by finish()
             self.error = err
 
+    def start_leading(self) -> None:
+        """Start, and wait (bounded) until the lease is granted (``until`` is first asked)."""
+        self.start()
+        until = self._until
+        assert isinstance(until, Until)
+        assert until.asked.wait(10), "the lease was not granted"
+
     def finish(self, timeout: float = 10.0) -> bool | None:
         """Join (bounded); the lead's result."""
         self.join(timeout)
@@ -225,8 +232,7 @@ def lead_through_one_call(reactor: Reactor) -> None:
     ran: list[str] = []
     until = Until(lambda: bool(ran))
     leader = Leader(reactor, until, 60.0)
-    leader.start()
-    assert until.asked.wait(10)
+    leader.start_leading()
     reactor.call_soon(lambda: ran.append(thread_name()))
     assert leader.finish() is True
     assert ran == [LEADER_NAME]
@@ -360,8 +366,7 @@ def test_calls_and_socket_data_run_on_the_leading_thread(
     calls: list[tuple[str, bool]] = []
     until = Until(lambda: bool(calls) and protocol.data == b"ping")
     leader = Leader(reactor, until, 60.0)
-    leader.start()
-    assert until.asked.wait(10)
+    leader.start_leading()
     assert not reactor.in_reactor_thread()  # the test's thread
     peer.sendall(b"ping")
     reactor.call_soon(lambda: calls.append((thread_name(), reactor.in_reactor_thread())))
@@ -394,8 +399,7 @@ def test_give_back_wakes_the_reactor_for_a_timer_that_is_not_lazy(reactor: React
     until = Until(lambda: bool(scheduled))
     on_loop(reactor, lambda: None)
     leader = Leader(reactor, until, 60.0)
-    leader.start()
-    assert until.asked.wait(10)
+    leader.start_leading()
     reactor.call_soon(schedule)
     assert leader.finish() is True
     assert scheduled == [LEADER_NAME]
@@ -415,8 +419,7 @@ def test_give_back_wakes_the_reactor_for_calls_left_queued(reactor: Reactor) -> 
 
     until = Until(stop.is_set)
     leader = Leader(reactor, until, 60.0)
-    leader.start()
-    assert until.asked.wait(10)
+    leader.start_leading()
     reactor.call_soon(last_call)
     assert leader.finish() is True
     assert record.called.wait(10), "the reactor thread stayed parked with a call queued"
@@ -438,8 +441,7 @@ def test_quiet_give_back_leaves_the_reactor_parked_until_the_next_call(
 
     until = Until(lambda: bool(scheduled))
     leader = Leader(reactor, until, 60.0)
-    leader.start()
-    assert until.asked.wait(10)
+    leader.start_leading()
     reactor.call_soon(linger)
     assert leader.finish() is True
     assert scheduled == [LEADER_NAME]
@@ -463,8 +465,7 @@ def test_a_new_lease_wakes_a_quietly_parked_reactor(reactor: Reactor) -> None:
     ran: list[str] = []
     until = Until(lambda: bool(ran))
     leader = Leader(reactor, until, 60.0, name="second-leader")
-    leader.start()
-    assert until.asked.wait(10), "the new lease was not granted"
+    leader.start_leading()
     reactor.call_soon(lambda: ran.append(thread_name()))
     assert leader.finish() is True
     assert ran == ["second-leader"]
@@ -476,8 +477,7 @@ def test_poke_makes_the_leader_check_until_again(reactor: Reactor) -> None:
     flag = threading.Event()
     until = Until(flag.is_set)
     leader = Leader(reactor, until, 60.0)
-    leader.start()
-    assert until.asked.wait(10)
+    leader.start_leading()
     flag.set()
     reactor.poke()  # nothing else would end the leader's 60 s wait
     assert leader.finish() is True
@@ -542,8 +542,7 @@ def test_close_while_leading_stops_the_leader_and_the_reactor_exits(
         on_loop(reactor, lambda: None)
     until = Until()  # never holds: only the close ends the lead
     leader = Leader(reactor, until, 60.0)
-    leader.start()
-    assert until.asked.wait(10)
+    leader.start_leading()
     reactor.close()
     assert leader.finish() is True
     assert join_or_unpark(reactor), "the reactor thread did not exit after the leader gave back"
