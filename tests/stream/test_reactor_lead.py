@@ -227,15 +227,15 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 # -- when the loop cannot be lent ------------------------------------------------------------
 
 
-def lead_through_one_call(reactor: Reactor) -> None:
-    """Lead from another thread until one ``call_soon`` has run there, then give back."""
+def lead_through_one_call(reactor: Reactor, name: str = LEADER_NAME) -> None:
+    """Lead from a thread called ``name`` until one ``call_soon`` has run there, then give back."""
     ran: list[str] = []
     until = Until(lambda: bool(ran))
-    leader = Leader(reactor, until, 60.0)
+    leader = Leader(reactor, until, 60.0, name=name)
     leader.start_leading()
     reactor.call_soon(lambda: ran.append(thread_name()))
     assert leader.finish() is True
-    assert ran == [LEADER_NAME]
+    assert ran == [name]
 
 
 def test_lead_returns_false_when_no_reactor_thread_runs(reactor: Reactor) -> None:
@@ -462,13 +462,7 @@ def test_a_new_lease_wakes_a_quietly_parked_reactor(reactor: Reactor) -> None:
     assert lead_in_thread(reactor, Until(lambda: True), 60.0) is True
     parked = reactor._parked
     assert parked is not None and not parked.returned.is_set()  # resting on the old lease
-    ran: list[str] = []
-    until = Until(lambda: bool(ran))
-    leader = Leader(reactor, until, 60.0, name="second-leader")
-    leader.start_leading()
-    reactor.call_soon(lambda: ran.append(thread_name()))
-    assert leader.finish() is True
-    assert ran == ["second-leader"]
+    lead_through_one_call(reactor, name="second-leader")
 
 
 def test_poke_makes_the_leader_check_until_again(reactor: Reactor) -> None:
