@@ -227,6 +227,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 # -- when the loop cannot be lent ------------------------------------------------------------
 
 
+def lead_until_set(reactor: Reactor) -> tuple[Leader, threading.Event]:
+    """A thread leading (lease granted) until the returned event is set and it is poked."""
+    stop = threading.Event()
+    leader = Leader(reactor, Until(stop.is_set), 60.0)
+    leader.start_leading()
+    return leader, stop
+
+
 def lead_through_one_call(reactor: Reactor, name: str = LEADER_NAME) -> None:
     """Lead from a thread called ``name`` until one ``call_soon`` has run there, then give back."""
     ran: list[str] = []
@@ -284,12 +292,8 @@ def test_lead_from_the_reactor_thread_returns_false(
 def test_lead_returns_false_while_another_thread_leads(reactor: Reactor) -> None:
     """One leader at a time: a second thread is refused and the first keeps the loop."""
     on_loop(reactor, lambda: None)
-    stop = threading.Event()
-    first_until = Until(stop.is_set)
-    first = Leader(reactor, first_until, 60.0)
-    first.start()
+    first, stop = lead_until_set(reactor)
     try:
-        assert first_until.asked.wait(10)
         second_until = Until()
         second = Leader(reactor, second_until, 60.0, name="second-leader")
         second.start()
@@ -468,10 +472,7 @@ def test_a_new_lease_wakes_a_quietly_parked_reactor(reactor: Reactor) -> None:
 def test_poke_makes_the_leader_check_until_again(reactor: Reactor) -> None:
     """``poke()`` from another thread ends a lead whose ``until`` now holds."""
     on_loop(reactor, lambda: None)
-    flag = threading.Event()
-    until = Until(flag.is_set)
-    leader = Leader(reactor, until, 60.0)
-    leader.start_leading()
+    leader, flag = lead_until_set(reactor)
     flag.set()
     reactor.poke()  # nothing else would end the leader's 60 s wait
     assert leader.finish() is True
