@@ -227,6 +227,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 # -- when the loop cannot be lent ------------------------------------------------------------
 
 
+def lead_after_hold(reactor: Reactor, until: Until, meanwhile: Callable[[], None]) -> Leader:
+    """Hold the reactor thread, run ``meanwhile`` and ask for the loop, then let go.
+
+    The lease then starts with whatever ``meanwhile`` made ready already waiting.
+    """
+    gate = Gate(reactor)
+    try:
+        meanwhile()
+        leader = Leader(reactor, until, 60.0)
+        leader.start()
+        assert wait_for(lambda: reactor._lease is not None)
+    finally:
+        gate.open()
+    return leader
+
+
 def lead_until_set(reactor: Reactor) -> tuple[Leader, threading.Event]:
     """A thread leading (lease granted) until the returned event is set and it is poked."""
     stop = threading.Event()
@@ -483,15 +499,8 @@ def test_until_is_checked_before_the_first_turn(
 ) -> None:
     """``until()`` already true: the leader runs no turn, pending data is left to the reactor."""
     _conn, protocol, peer = attach(reactor, socket_pairs)
-    gate = Gate(reactor)
-    try:
-        peer.sendall(b"pending")
-        until = Until(lambda: True)
-        leader = Leader(reactor, until, 60.0)
-        leader.start()
-        assert wait_for(lambda: reactor._lease is not None)
-    finally:
-        gate.open()
+    until = Until(lambda: True)
+    leader = lead_after_hold(reactor, until, lambda: peer.sendall(b"pending"))
     assert leader.finish() is True
     assert until.calls == 1
     assert protocol.received.wait(10)
@@ -505,16 +514,13 @@ def test_until_is_checked_after_each_socket_served(
     other."""
     _a, first, peer_a = attach(reactor, socket_pairs)
     _b, second, peer_b = attach(reactor, socket_pairs)
-    gate = Gate(reactor)  # holds the reactor so that both sockets are ready when the lease starts
-    try:
+
+    def send_both() -> None:  # both sockets are ready when the lease starts
         peer_a.sendall(b"a")
         peer_b.sendall(b"b")
-        until = Until(lambda: first.received.is_set() or second.received.is_set())
-        leader = Leader(reactor, until, 60.0)
-        leader.start()
-        assert wait_for(lambda: reactor._lease is not None)
-    finally:
-        gate.open()
+
+    until = Until(lambda: first.received.is_set() or second.received.is_set())
+    leader = lead_after_hold(reactor, until, send_both)
     assert leader.finish() is True
     assert first.received.wait(10) and second.received.wait(10)
     assert sorted(first.threads + second.threads) == sorted([LEADER_NAME, REACTOR_NAME])
