@@ -3,7 +3,8 @@
 ``bench/run.py`` starts ``runtime-job serve`` with ``bench/`` on ``PYTHONPATH`` and registers:
 
 - ``bench-stream`` (:func:`stamped_stream`): interim results that carry the instant they were
-  published, so a client can measure each message's delivery delay;
+  published, so a client can measure each message's delivery delay (``start_at`` makes
+  many jobs start publishing at one common instant);
 - ``bench-arrays`` (:func:`arrays`): a result made of random float64 arrays of a given size.
 
 Both run in the server's worker processes, on the same machine and clock as the clients.
@@ -20,23 +21,31 @@ MIB = 1024 * 1024
 
 
 def stamped_stream(
-    backend: Any, user_messenger: Any, count: int = 10, interval: float = 0.01
+    backend: Any,
+    user_messenger: Any,
+    count: int = 10,
+    interval: float = 0.01,
+    start_at: float = 0.0,
 ) -> dict[str, Any]:
     """Publish ``{"index": i, "t": time.time()}`` for ``i`` in ``0..count-1``.
 
     Messages are ``interval`` seconds apart (on a fixed schedule, so a slow publish does not
-    push the later ones back).
+    push the later ones back). With ``start_at`` (a ``time.time()`` instant), the first
+    message waits for that instant and the schedule counts from it, so that jobs given the
+    same ``start_at`` publish together (a job that starts after it catches up at once).
 
     Returns:
         ``{"count": count, "t": <the instant of return>}``.
     """
     count = int(count)
     start = time.monotonic()
+    if start_at:
+        # The wall-clock instant on this process's monotonic clock, which the sleeps use.
+        start += float(start_at) - time.time()
     for i in range(count):
-        if i:
-            delay = start + i * float(interval) - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        delay = start + i * float(interval) - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
         user_messenger.publish({"index": i, "t": time.time()})
     return {"count": count, "t": time.time()}
 

@@ -455,9 +455,18 @@ def scenario_polling(client: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
+    """N ``bench-stream`` jobs, each streamed to a callback (the limit: a thread per job).
+
+    Scenarios 3 (``streaming``), 8 (``held``, on the server that holds each job for its
+    client) and 9 (``common``). With ``start_in`` (seconds), the worker picks the instant
+    ``time.time() + start_in`` just before its first submission and gives it to every job as
+    ``start_at``: all jobs then start publishing at that one instant, once the client has
+    submitted them all (if ``start_in`` is long enough: ``start_missed`` says when not).
+    """
     n, count, interval = int(args["jobs"]), int(args["count"]), float(args["interval"])
     timeout = float(args["timeout"])
     pace = float(args.get("pace", 0.0))
+    start_in = float(args.get("start_in", 0.0))
 
     def wait_turn(k: int) -> None:
         # Job k is submitted no earlier than k * pace after the first: every client then
@@ -493,8 +502,10 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
     rss_before = proc_status_kib("VmRSS")
     reset_peak_rss()
     threads_before = threading.active_count()
-    inputs = {"count": count, "interval": interval}
+    inputs: dict[str, Any] = {"count": count, "interval": interval}
     with Sampler() as sampler:
+        if start_in:
+            inputs["start_at"] = time.time() + start_in
         start = time.perf_counter()
         if raw is not None:
 
@@ -539,6 +550,8 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
         delay_list = list(delays)
     return {
         "jobs": n,
+        "start_in": start_in,
+        "start_missed": bool(start_in) and submitted > start_in,
         "complete": complete,
         "timed_out": not complete,
         "wall_s": wall,
@@ -697,6 +710,7 @@ SCENARIOS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     "completion": scenario_completion,
     "streaming": scenario_streaming,
     "held": scenario_streaming,  # the same, against a server that holds jobs for their client
+    "common": scenario_streaming,  # the same, every job publishing from one instant (start_in)
     "large": scenario_large,
     "listing": scenario_listing,
     "submit": scenario_submit,
