@@ -100,10 +100,12 @@ class _JobStream:
         self._callback_errors = callback_errors
         self.subscription: StreamSubscription | None = None
         self.ended = threading.Event()
+        self.final_seen = False
 
     def on_frame(self, frame: StreamFrame) -> None:
         job = self._job
         if frame.final:
+            self.final_seen = True
             job._on_final_frame(frame, self.callback, self._callback_errors)
             return
         if self.callback is None:
@@ -490,7 +492,12 @@ class RuntimeJob:
                 self._wait(deadline, timeout)
             finally:
                 sub = opened.subscription if opened is not None else None
-                if sub is not None and opened is not None and not opened.ended.is_set():
+                if (
+                    sub is not None
+                    and opened is not None
+                    and not opened.ended.is_set()
+                    and not opened.final_seen  # it ends by itself
+                ):
                     sub.cancel()
         self._drain_callback_stream(deadline)
 

@@ -16,12 +16,13 @@ import pytest
 
 from runtime_job import RuntimeService
 from runtime_job.api import stream_io
-from runtime_job.api.protocol import StreamFrame
+from runtime_job.api.protocol import StreamEnd, StreamFrame
 from runtime_job.job import CallbackErrors, ResultCallback, RuntimeJob
 from runtime_job.server import LocalRuntimeServer
 from tests.integration.helpers import ALICE
 
 SLEEP_INPUTS = {"seconds": 0.2}
+REACTOR_THREAD = "runtime-job-stream-io"
 
 
 @pytest.fixture()
@@ -75,3 +76,28 @@ def test_result_with_a_callback_calls_it_with_the_final_result_on_the_waiting_th
     # result() returns only after the callback stream has delivered its last frame.
     assert called == [("MainThread", {"slept": 0.2})]
     assert final_frame_threads == ["MainThread"]
+
+
+def test_result_returns_before_its_stream_ends_and_the_stream_ends_completed(
+    service: RuntimeService, final_frame_threads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiting thread leaves once the job has its result; the reactor thread then ends
+    the stream (``Reactor.defer``), which ends ``COMPLETED``: ``result()`` does not cancel a
+    stream that delivered its final frame."""
+    ends: list[tuple[str, StreamEnd]] = []
+    ended = threading.Event()
+    original = RuntimeJob._on_stream_end
+
+    def recording(
+        self: RuntimeJob, stream: Any, end: StreamEnd, error: BaseException | None
+    ) -> None:
+        ends.append((threading.current_thread().name, end))
+        original(self, stream, end, error)
+        ended.set()
+
+    monkeypatch.setattr(RuntimeJob, "_on_stream_end", recording)
+    job = service.run("sleep", inputs=SLEEP_INPUTS)
+    assert job.result(timeout=60) == {"slept": 0.2}
+    assert final_frame_threads == ["MainThread"]
+    assert ended.wait(10), "the stream did not end"
+    assert ends == [(REACTOR_THREAD, StreamEnd.COMPLETED)]

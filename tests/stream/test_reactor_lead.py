@@ -526,6 +526,81 @@ def test_until_is_checked_after_each_socket_served(
     assert sorted(first.threads + second.threads) == sorted([LEADER_NAME, REACTOR_NAME])
 
 
+class DeferringProtocol(RecordingProtocol):
+    """Records data, then defers ``then`` (``Reactor.defer``), as a final frame does."""
+
+    def __init__(self, reactor: Reactor, then: Callable[[], None]) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self._then = then
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._reactor.defer(self._then)
+
+
+def test_a_deferred_call_runs_on_the_reactor_thread_after_the_data(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """No lead: the reactor thread runs what was deferred, after the handler that deferred it."""
+    ours, peer = socket_pairs()
+    deferred = Marks()
+    protocol = DeferringProtocol(reactor, deferred)
+    on_loop(reactor, lambda: reactor.attach(ours, protocol))
+    peer.sendall(b"x")
+    assert deferred.called.wait(10), "the deferred call did not run"
+    assert deferred.threads == [REACTOR_NAME]
+    assert protocol.threads == [REACTOR_NAME]
+
+
+def test_give_back_wakes_the_reactor_for_a_call_deferred_in_the_last_turn(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """The leader stops right after the socket that defers: the reactor thread runs the rest.
+
+    The connection is ``lingering``, so without the deferred call the give-back would be
+    quiet and the reactor thread would stay parked (for two minutes, in these tests).
+    """
+    ours, peer = socket_pairs()
+    deferred = Marks()
+    protocol = DeferringProtocol(reactor, deferred)
+    conn = on_loop(reactor, lambda: reactor.attach(ours, protocol))
+    on_loop(reactor, lambda: setattr(conn, "lingering", True))
+    leader = Leader(reactor, Until(protocol.received.is_set), 60.0)
+    leader.start_leading()
+    peer.sendall(b"final")
+    assert leader.finish() is True
+    assert protocol.threads == [LEADER_NAME]
+    assert deferred.called.wait(10), "the reactor thread stayed parked with a deferred call"
+    assert deferred.threads == [REACTOR_NAME]
+
+
+def test_calls_deferred_when_the_reactor_closes_still_run(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """A leader that stops mid-turn just as the reactor is closed: its deferred calls run."""
+    ours, peer = socket_pairs()
+    deferred = Marks()
+    protocol = DeferringProtocol(reactor, deferred)
+    on_loop(reactor, lambda: reactor.attach(ours, protocol))
+    leader = Leader(reactor, Until(protocol.received.is_set), 60.0)
+    leader.start_leading()
+    gate_open = threading.Event()
+    original = reactor._give_back
+
+    def close_first(lease: Any) -> None:
+        reactor.close()  # the reactor thread will exit at once, with the call still deferred
+        gate_open.set()
+        original(lease)
+
+    reactor._give_back = close_first  # type: ignore[method-assign]
+    peer.sendall(b"last")
+    assert leader.finish() is True
+    assert gate_open.is_set()
+    assert deferred.called.wait(10), "a deferred call was dropped when the reactor closed"
+    assert deferred.threads == [REACTOR_NAME]
+
+
 # -- close and Ctrl-C --------------------------------------------------------------------------
 
 

@@ -993,16 +993,24 @@ class _StreamConnection:
         stream.push(frame)
         if final:
             self.final_seen = True
-            self.hub._complete(stream)
-            for timer in (self._ping_timer, self._healthy_timer):
-                if timer is not None:
-                    timer.cancel()
-            self._ping_timer = self._healthy_timer = None
-            self._grace_timer = self.hub._reactor.call_later(
-                _FINAL_CLOSE_GRACE, self._grace, lazy=True
-            )
-            if self.conn is not None:
-                self.conn.lingering = True
+            if stream.inline:
+                # The listener has the final frame: a thread waiting for it may go now,
+                # and the stream's end follows when the loop is free (Reactor.defer).
+                self.hub._reactor.defer(self._after_final)
+            else:
+                self._after_final()
+
+    def _after_final(self) -> None:
+        self.hub._complete(self.stream)
+        if self.done:
+            return  # closed meanwhile (the server's close frame came in the same read)
+        for timer in (self._ping_timer, self._healthy_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._healthy_timer = None
+        self._grace_timer = self.hub._reactor.call_later(_FINAL_CLOSE_GRACE, self._grace, lazy=True)
+        if self.conn is not None:
+            self.conn.lingering = True
 
     def _grace(self) -> None:
         self._grace_timer = None

@@ -245,6 +245,7 @@ class _Loop:
         self.seq = itertools.count()
         self.conns: set[Connection] = set()
         self.hot: set[Connection] = set()
+        self.soon: deque[Callable[[], None]] = deque()  # Reactor.defer
         self.thread_name = thread_name
         self.thread: threading.Thread | None = None
 
@@ -255,7 +256,7 @@ class _Loop:
             self.selector.unregister(conn._sock)
 
     def next_timeout(self, now: float) -> float | None:
-        if self.hot:
+        if self.hot or self.soon:
             return 0.0
         timers = self.timers
         while timers and timers[0].cancelled:
@@ -282,6 +283,11 @@ class _Loop:
                 pass
         except OSError:
             pass
+
+    def run_soon(self) -> None:
+        soon = self.soon
+        while soon:
+            _safe(soon.popleft())
 
     def close(self) -> None:
         for conn in list(self.conns):
@@ -392,6 +398,16 @@ class Reactor:
             loop.urgent_timers += 1
         return handle
 
+    def defer(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` at the end of this turn (reactor thread only).
+
+        For work that must follow what was just read but that nobody waits for: a thread
+        that leads the loop (:meth:`lead`) and finds what it waited for stops in the middle
+        of the turn, and the rest of the turn, deferred calls included, is left to the
+        reactor thread once the loop is back.
+        """
+        self._current().soon.append(callback)
+
     def attach(self, sock: socket.socket, protocol: ConnectionProtocol) -> Connection:
         """Serve ``sock`` from now on: make it non-blocking and report to ``protocol``.
 
@@ -439,6 +455,7 @@ class Reactor:
         try:
             self._serve(loop)
         finally:
+            loop.run_soon()  # still the reactor thread: deferred calls may use the loop
             with self._lock:
                 if self._loop is loop:
                     self._loop = None
@@ -454,7 +471,7 @@ class Reactor:
                 continue  # the borrower may have left calls, timers or hot connections
             now = time.monotonic()
             timeout = loop.next_timeout(now)
-            if not loop.conns and not loop.live_timers:
+            if not loop.conns and not loop.live_timers and not loop.soon:
                 if idle_since is None:
                     idle_since = now
                 left = idle_since + self._idle_timeout - now
@@ -487,9 +504,12 @@ class Reactor:
         """Wait up to ``timeout`` for the sockets, serve the ready ones, run due timers.
 
         With ``until``, the turn stops as soon as it holds after a connection is served;
-        what is left (ready sockets, hot connections, timers) waits for the next turn, which
-        finds it again: the selector is level-triggered.
+        what is left (ready sockets, hot connections, timers, deferred calls) waits for the
+        next turn, which finds it again: the selector is level-triggered.
         """
+        if loop.soon:
+            loop.run_soon()
+            timeout = 0.0
         for key, mask in loop.selector.select(timeout):
             if key.data is None:
                 loop.drain_wakeup()
@@ -509,6 +529,7 @@ class Reactor:
                 if not conn.closed:
                     _safe(conn._read)
         loop.run_timers()
+        loop.run_soon()
 
     # -- lending the loop to a waiting thread (leader/follower) ---------------------------
 
@@ -588,6 +609,7 @@ class Reactor:
                 and not self._calls
                 and not loop.hot
                 and not loop.urgent_timers
+                and not loop.soon
                 and all(conn.lingering for conn in loop.conns)
             )
         if not quiet:
