@@ -562,8 +562,11 @@ class RuntimeJob:
             me = threading.get_ident()
             self._serving.add(me)
             try:
-                with _released(self._lock):
+                self._lock.release()  # held once, by this thread
+                try:
                     served = sub.serve_until(self._stream_news, seconds)
+                finally:
+                    self._lock.acquire()
             finally:
                 self._serving.discard(me)
             if served:
@@ -921,16 +924,6 @@ class RuntimeJob:
                 job_id=self._job_id,
                 excerpt=err.excerpt,
             ) from err
-
-
-@contextlib.contextmanager
-def _released(lock: threading.RLock) -> Iterator[None]:
-    """Release ``lock`` (held once by this thread) for the duration of the block."""
-    lock.release()
-    try:
-        yield
-    finally:
-        lock.acquire()
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -117,6 +117,7 @@ class Job:
         cut_mid_frame: With ``frames_per_connection``, send half of the next frame first.
         pace: Seconds between frames.
         ack_text: The plain acknowledgement.
+        close_with_final: Send the final frame and the close frame in one write (one read).
     """
 
     job_id: str
@@ -138,6 +139,7 @@ class Job:
     cut_mid_frame: bool = False
     pace: float = 0.0
     ack_text: str = "ACK"
+    close_with_final: bool = False
     attempts: list[Attempt] = field(default_factory=list)
     client_close_codes: list[int | None] = field(default_factory=list)
     plain_cursor: int = 0
@@ -376,6 +378,7 @@ class WsServer:
                     await asyncio.sleep(job.pace)
             await writer.drain()
             if job.final:
+                last = b""
                 if seq_mode:
                     final_seq = len(job.messages) + 1
                     if final_seq > sent:
@@ -386,10 +389,13 @@ class WsServer:
                             "status": job.status,
                             "reason": None,
                         }
-                        writer.write(
-                            frame(0x1, json.dumps(header).encode() + b"\n" + payload.encode())
-                        )
-                writer.write(close_frame(1000))
+                        last = frame(0x1, json.dumps(header).encode() + b"\n" + payload.encode())
+                if job.close_with_final:
+                    writer.write(last + close_frame(1000))
+                else:
+                    if last:
+                        writer.write(last)
+                    writer.write(close_frame(1000))
                 await writer.drain()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(client_gone.wait(), 1.0)

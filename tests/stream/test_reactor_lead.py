@@ -601,6 +601,21 @@ def test_calls_deferred_when_the_reactor_closes_still_run(
     assert deferred.threads == [REACTOR_NAME]
 
 
+def test_wakeup_flag_wakes_its_waiter_and_may_be_set_twice() -> None:
+    """``_Wakeup``: the parked reactor thread's flag (a lock released once, not an Event)."""
+    flag = stream_io._Wakeup()
+    assert not flag.is_set()
+    assert flag.wait(0.01) is False  # times out while unset
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(flag.wait(30)), name="wakeup-waiter")
+    waiter.start()
+    flag.set()
+    waiter.join(10)
+    assert not waiter.is_alive() and woke == [True]
+    flag.set()  # again: no error, still set
+    assert flag.is_set() and flag.wait(0) is True
+
+
 # -- close and Ctrl-C --------------------------------------------------------------------------
 
 

@@ -10,9 +10,10 @@ import pytest
 from runtime_job.api import stream_io
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd, StreamFrame
-from runtime_job.api.stream import StreamHandle, StreamHub
+from runtime_job.api.stream import StreamHandle, StreamHub, _StreamConnection
 
 from .streamkit import Recorder, WsServer
+from .test_stream_inline import InlineRecorder
 
 
 class ThreadRecorder(Recorder):
@@ -129,3 +130,40 @@ def test_every_message_is_delivered_once_whoever_reads_the_final_frame(
         assert rec.payloads == ["a", "b", "R"], round_
         assert [c[0] for c in rec.calls] == ["a", "b", "R", "<end>"], round_
         assert rec.max_concurrent == 1
+
+
+def test_the_close_read_with_the_final_frame_is_answered_after_the_waiting_thread_leaves(
+    server: WsServer, params: ClientParameters, hub: StreamHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's close, read in one piece with the final frame, is answered (a close frame,
+    a socket to close) by the reactor thread once the waiting thread has what it waited for."""
+    closes: list[str] = []
+    original = _StreamConnection.close
+
+    def recording(self: _StreamConnection, code: int) -> None:
+        closes.append(threading.current_thread().name)
+        original(self, code)
+
+    monkeypatch.setattr(_StreamConnection, "close", recording)
+    job = server.add_job("close1", close_with_final=True)
+    rec = InlineRecorder()  # no callback, as the stream of result() has
+    sub = hub.subscribe(job_id="close1", url=server.url("close1"), params=params, listener=rec)
+    started: list[bool] = []
+
+    def until() -> bool:
+        if not started:
+            started.append(True)
+            server.finish("close1", result="R")
+        return any(frame.final for frame in rec.frames)
+
+    assert sub.serve_until(until, 10)
+    assert rec.payloads == ["R"]
+    rec.wait()
+    assert rec.ends == [(StreamEnd.COMPLETED, None)]
+    assert closes == ["runtime-job-stream-io"]
+    answered = threading.Event()
+    for _ in range(500):
+        if job.client_close_codes:
+            break
+        answered.wait(0.01)
+    assert job.client_close_codes == [1000]

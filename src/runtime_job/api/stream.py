@@ -675,6 +675,8 @@ class _Stream:
 
     def unhost(self, thread: int, *, run: bool) -> None:
         """A waiter that took the delivery (``host``) runs it now, or hands it to a dispatcher."""
+        if self.host != thread:
+            return  # only ``thread`` itself, while it waited, could have made it the host
         with self._lock:
             if self.host != thread:
                 return
@@ -911,9 +913,14 @@ class _StreamConnection:
             pass
         elif opcode == OP_CLOSE:
             code, _reason = parse_close(buf, start, end)
+            if self.final_seen:
+                # The expected end. Answering it (a frame, a socket to close: 100-200 µs)
+                # waits for the end of the turn, so a thread leading the loop for this
+                # stream's final frame, often read together with it, goes first.
+                self.hub._reactor.defer(partial(self.close, CLOSE_NORMAL))
+                return
             self.close(CLOSE_NORMAL)
-            if not self.final_seen:
-                self.hub._disconnected(self.stream, self, code, None)
+            self.hub._disconnected(self.stream, self, code, None)
         elif self.final_seen:
             pass  # nothing counts after the final frame
         elif self.mode is None:
