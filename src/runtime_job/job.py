@@ -101,12 +101,18 @@ class _JobStream:
         self.subscription: StreamSubscription | None = None
         self.ended = threading.Event()
         self.final_seen = False
+        self.settled = threading.Event()
+        """Set once the final frame was handled (its callback has returned), or the stream
+        ended: a waiter then has every callback it can expect."""
 
     def on_frame(self, frame: StreamFrame) -> None:
         job = self._job
         if frame.final:
             self.final_seen = True
-            job._on_final_frame(frame, self.callback, self._callback_errors)
+            try:
+                job._on_final_frame(frame, self.callback, self._callback_errors)
+            finally:
+                self.settled.set()
             return
         if self.callback is None:
             return
@@ -120,7 +126,10 @@ class _JobStream:
         job._call_callback(self.callback, value, self._callback_errors)
 
     def on_end(self, end: StreamEnd, error: BaseException | None) -> None:
-        self._job._on_stream_end(self, end, error)
+        try:
+            self._job._on_stream_end(self, end, error)
+        finally:
+            self.settled.set()
 
     @property
     def inline(self) -> bool:
@@ -504,13 +513,14 @@ class RuntimeJob:
     def _drain_callback_stream(self, deadline: Deadline) -> None:
         """Let an open callback stream deliver its last messages before returning.
 
-        The server closes a job's stream right after the final message, so this is short;
-        it is bounded by the caller's deadline and by a grace period.
+        That is, up to its final frame (the job may have been seen final by a poll first);
+        the stream's end, which follows, is not waited for. Bounded by the caller's deadline
+        and by a grace period.
         """
         stream = self._stream
-        if stream is None or stream.callback is None or stream.ended.is_set():
+        if stream is None or stream.callback is None or stream.settled.is_set():
             return
-        if not stream.ended.wait(deadline.cap(_STREAM_DRAIN_SECONDS)):
+        if not stream.settled.wait(deadline.cap(_STREAM_DRAIN_SECONDS)):
             logger.debug("The stream of job %s is still open after the job ended.", self._job_id)
 
     def _wait(self, deadline: Deadline, timeout: float | None) -> None:
@@ -694,10 +704,7 @@ class RuntimeJob:
                 elif frame.payload:
                     self._final_payload = frame.payload
                 self._stream_final = True
-                if callback is None:
-                    # A waiter with a callback stream also waits for the stream's end, which
-                    # follows at once: wake it then, once.
-                    self._notify()
+                self._notify()
         else:
             with self._lock:
                 self._stream_final = True

@@ -46,6 +46,11 @@ def _subscribe_after_interims(
     return sub, rec
 
 
+def _got_final(rec: Recorder) -> Callable[[], bool]:
+    """An ``until`` that holds once the final frame (payload ``R``) was delivered."""
+    return lambda: "R" in rec.payloads
+
+
 def _finish_on_first_call(server: WsServer, job_id: str, rec: Recorder) -> Callable[[], bool]:
     """An ``until`` that makes the server finish the job once the thread is serving."""
     started: list[bool] = []
@@ -54,25 +59,29 @@ def _finish_on_first_call(server: WsServer, job_id: str, rec: Recorder) -> Calla
         if not started:
             started.append(True)
             server.finish(job_id, result="R")
-        return rec.ended.is_set()
+        return "R" in rec.payloads  # the final frame was delivered
 
     return until
 
 
-def test_the_serving_thread_delivers_the_final_frame_and_the_end_itself(
+def test_the_serving_thread_delivers_the_final_frame_itself_and_returns_before_the_end(
     server: WsServer, params: ClientParameters, hub: StreamHub
 ) -> None:
-    """Interim frames go to dispatchers; the final one and the end run on the waiting thread."""
+    """Interim frames go to dispatchers; the final one runs on the waiting thread, which then
+    returns; the stream's end follows on a dispatcher (after the reactor thread records it)."""
     sub, rec = _subscribe_after_interims(server, params, hub, "host1")
     me = threading.current_thread().name
 
     assert sub.serve_until(_finish_on_first_call(server, "host1", rec), 10)
 
-    assert rec.ended.is_set()
     assert rec.payloads == ["a", "b", "R"]
+    assert rec.calls[2] == ("R", me)
+    rec.wait()
     assert rec.ends == [(StreamEnd.COMPLETED, None)]
+    assert len(rec.calls) == 4
     assert all(t.startswith("runtime-job-stream-dispatch-") for _, t in rec.calls[:2])
-    assert rec.calls[2:] == [("R", me), ("<end>", me)]
+    end, end_thread = rec.calls[3]
+    assert end == "<end>" and end_thread.startswith("runtime-job-stream-dispatch-")
 
 
 def test_a_final_frame_read_by_the_reactor_thread_still_goes_to_a_dispatcher(
@@ -120,10 +129,10 @@ def test_every_message_is_delivered_once_whoever_reads_the_final_frame(
         sub, rec = _subscribe_after_interims(server, params, hub, job_id)
         if round_ % 2:
             server.finish(job_id, result="R")
-            until: Callable[[], bool] = rec.ended.is_set
+            until: Callable[[], bool] = _got_final(rec)
         else:
             until = _finish_on_first_call(server, job_id, rec)
-        while not rec.ended.is_set():
+        while "R" not in rec.payloads:
             if not sub.serve_until(until, 10):
                 rec.ended.wait(0.05)
         rec.wait()

@@ -629,3 +629,34 @@ def test_result_lets_the_callback_stream_deliver_its_last_messages() -> None:
     assert job.result(timeout=5) == "final"
     thread.join()
     assert seen == [("j", "interim"), ("j", "final")]
+
+
+def test_result_returns_once_the_final_callback_ran_not_waiting_for_the_stream_end() -> None:
+    """The end of a callback stream follows its final frame (the hub records it after the
+    waiting thread left): ``result()`` waits for the last callback, not for the end."""
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    seen, callback = collect()
+    job = make_job(client, "j", user_callback=callback)
+    returned = threading.Event()
+    ended_first: list[bool] = []
+
+    def deliver() -> None:
+        for _ in range(5000):  # until result() has started (past its cache), 5 s at most
+            if client.count("job_get"):
+                break
+            time.sleep(0.001)
+        client.subscriptions[0].push('"final"', seq=1, final=True, status="COMPLETED")
+        # The end only once result() has returned (or after 5 s, to release a waiting one).
+        ended_first.append(not returned.wait(5))
+        client.subscriptions[0].end()
+
+    thread = threading.Thread(target=deliver)
+    thread.start()
+    try:
+        assert job.result(timeout=30) == "final"
+    finally:
+        returned.set()
+        thread.join(10)
+    assert ended_first == [False]
+    assert seen == [("j", "final")]

@@ -1000,12 +1000,10 @@ class _StreamConnection:
         stream.push(frame)
         if final:
             self.final_seen = True
-            if stream.inline:
-                # The listener has the final frame: a thread waiting for it may go now,
-                # and the stream's end follows when the loop is free (Reactor.defer).
-                self.hub._reactor.defer(self._after_final)
-            else:
-                self._after_final()
+            # The listener has the final frame (or its queue has, for a waiting thread to
+            # deliver): the stream's end follows at the end of the turn (Reactor.defer), so
+            # a thread leading the loop for this frame goes first.
+            self.hub._reactor.defer(self._after_final)
 
     def _after_final(self) -> None:
         self.hub._complete(self.stream)
