@@ -521,7 +521,10 @@ class RuntimeJob:
         if stream is None or stream.callback is None or stream.settled.is_set():
             return
         if not stream.settled.wait(deadline.cap(_STREAM_DRAIN_SECONDS)):
-            logger.debug("The stream of job %s is still open after the job ended.", self._job_id)
+            logger.debug(
+                "The stream of job %s has not delivered its final message after the job ended.",
+                self._job_id,
+            )
 
     def _wait(self, deadline: Deadline, timeout: float | None) -> None:
         """Wait for a final status: told by a working stream, else by adaptive polling.
