@@ -1006,9 +1006,10 @@ class _StreamConnection:
             self.hub._reactor.defer(self._after_final)
 
     def _after_final(self) -> None:
+        """End the stream, then give the server a grace period to close the connection."""
         self.hub._complete(self.stream)
         if self.done:
-            return  # closed meanwhile (the server's close frame came in the same read)
+            return  # closed meanwhile (cancelled, or the hub is closing)
         for timer in (self._ping_timer, self._healthy_timer):
             if timer is not None:
                 timer.cancel()
