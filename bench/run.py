@@ -1323,47 +1323,18 @@ def _streaming_details(results: Results) -> list[str]:
         "the peak RSS over the RSS before the first `run()`. The limit opens one raw "
         "websocket per job, each read by its own thread.",
         "",
-        "| N | client | runs | wall s | submit s | worst delay ms | p50 delay ms "
-        "| lost | dup | out of order | peak threads | RSS growth MiB | complete |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    capped = []
-    for n, runs in streaming.items():
-        for client in CLIENTS:
-            rs = runs.get(client) or []
-            if not rs:
-                lines.append(f"| {n} | {LABELS[client]} | 0 | failed |||||||||")
-                continue
-            complete = all(r["complete"] for r in rs)
-            if not complete:
-                capped.append((n, client, rs))
-            lines.append(
-                f"| {n} | {LABELS[client]} | {len(rs)} "
-                f"| {_fmt(_median([r['wall_s'] for r in rs]), '{:.3f}')} "
-                f"| {_fmt(_median([r['submit_s'] for r in rs]), '{:.3f}')} "
-                f"| {_fmt(_median([r['delay_max_ms'] for r in rs]), '{:.1f}')} "
-                f"| {_fmt(_median([r['delay_p50_ms'] for r in rs]), '{:.1f}')} "
-                f"| {sum(r['lost'] for r in rs)} | {sum(r['duplicated'] for r in rs)} "
-                f"| {sum(r['out_of_order_jobs'] for r in rs)} "
-                f"| {max(r['peak_threads'] for r in rs)} "
-                f"| {_fmt(_median([r['rss_growth_mib'] for r in rs]), '{:.1f}')} "
-                f"| {'yes' if complete else 'no (capped)'} |"
-            )
-    lines.append("")
-    if capped:
-        for n, client, rs in capped:
-            got = sum(r["delivered"] for r in rs)
-            want = sum(r["expected"] for r in rs)
-            lines.append(
-                f"- {LABELS[client]} at N={n} was **capped** at {rs[0]['wall_s']:.0f} s: "
-                f"{got} of {want} messages had arrived by then."
-            )
-    else:
-        lines.append(
-            "No run needed its cap: every client delivered every message before the "
-            "per-run time limit, the reference included."
-        )
-    lines.append("")
+    table, capped = _runs_table(
+        [([n], n, c, runs.get(c) or []) for n, runs in streaming.items() for c in CLIENTS],
+        ["N"],
+        ("wall", "submit", "worst", "p50", "lost", "dup", "order", "threads", "rss"),
+    )
+    lines += [*table, ""]
+    lines += _capped_lines(capped) or [
+        "No run needed its cap: every client delivered every message before the "
+        "per-run time limit, the reference included.",
+        "",
+    ]
     return lines
 
 
@@ -1388,32 +1359,65 @@ def _held_details(results: Results) -> list[str]:
         "streaming above. A client that has only a few streams open at a time runs only a "
         "few jobs at a time.",
         "",
-        "| N | client | runs | wall s | submit s | worst delay ms | lost | dup | peak threads "
-        "| complete |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    capped = []
-    for n, runs in sizes.items():
-        for client in CLIENTS:
-            rs = runs.get(client) or []
-            if not rs:
-                lines.append(f"| {n} | {LABELS[client]} | 0 | failed |||||||")
-                continue
-            complete = all(r["complete"] for r in rs)
-            if not complete:
-                capped.append((n, client, rs))
-            lines.append(
-                f"| {n} | {LABELS[client]} | {len(rs)} "
-                f"| {_fmt(_median([r['wall_s'] for r in rs]), '{:.3f}')} "
-                f"| {_fmt(_median([r['submit_s'] for r in rs]), '{:.3f}')} "
-                f"| {_fmt(_median([r['delay_max_ms'] for r in rs]), '{:.1f}')} "
-                f"| {sum(r['lost'] for r in rs)} | {sum(r['duplicated'] for r in rs)} "
-                f"| {max(r['peak_threads'] for r in rs)} "
-                f"| {'yes' if complete else 'no (capped)'} |"
-            )
+    table, capped = _runs_table(
+        [([n], n, c, runs.get(c) or []) for n, runs in sizes.items() for c in CLIENTS],
+        ["N"],
+        ("wall", "submit", "worst", "lost", "dup", "threads"),
+    )
+    lines += table
     lines.append("")
     lines += _capped_lines(capped)
     return lines
+
+
+RunRows = list[tuple[list[str], str, str, list[dict[str, Any]]]]
+"""Rows of a details table: (leading cells, N, client, that client's runs)."""
+
+_RUN_COLUMNS: dict[str, tuple[str, Callable[[list[dict[str, Any]]], str]]] = {
+    "wall": ("wall s", lambda rs: _fmt(_median([r["wall_s"] for r in rs]), "{:.3f}")),
+    "submit": ("submit s", lambda rs: _fmt(_median([r["submit_s"] for r in rs]), "{:.3f}")),
+    "worst": (
+        "worst delay ms",
+        lambda rs: _fmt(_median([r["delay_max_ms"] for r in rs]), "{:.1f}"),
+    ),
+    "p50": ("p50 delay ms", lambda rs: _fmt(_median([r["delay_p50_ms"] for r in rs]), "{:.1f}")),
+    "lost": ("lost", lambda rs: str(sum(r["lost"] for r in rs))),
+    "dup": ("dup", lambda rs: str(sum(r["duplicated"] for r in rs))),
+    "order": ("out of order", lambda rs: str(sum(r["out_of_order_jobs"] for r in rs))),
+    "threads": ("peak threads", lambda rs: str(max(r["peak_threads"] for r in rs))),
+    "rss": (
+        "RSS growth MiB",
+        lambda rs: _fmt(_median([r["rss_growth_mib"] for r in rs]), "{:.1f}"),
+    ),
+}
+"""The columns of the streaming scenarios' details tables: header, and cell from the runs."""
+
+
+def _runs_table(
+    rows: RunRows, lead: list[str], columns: tuple[str, ...]
+) -> tuple[list[str], list[tuple[str, str, list[dict[str, Any]]]]]:
+    """A details table of streaming runs, and the (N, client, runs) that needed the cap."""
+    heads = [*lead, "client", "runs", *(_RUN_COLUMNS[c][0] for c in columns), "complete"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    capped = []
+    for cells, n, client, rs in rows:
+        if not rs:
+            lines.append(
+                "| "
+                + " | ".join([*cells, LABELS[client], "0", "failed"])
+                + " |" * (len(columns) + 1)
+            )
+            continue
+        complete = all(r["complete"] for r in rs)
+        if not complete:
+            capped.append((n, client, rs))
+        values = [_RUN_COLUMNS[c][1](rs) for c in columns]
+        done = "yes" if complete else "no (capped)"
+        lines.append(
+            "| " + " | ".join([*cells, LABELS[client], str(len(rs)), *values, done]) + " |"
+        )
+    return lines, capped
 
 
 def _capped_lines(capped: list[tuple[str, str, list[dict[str, Any]]]]) -> list[str]:
@@ -1450,31 +1454,15 @@ def _common_details(results: Results) -> list[str]:
         f"{common['start_in']:g} s before the start; the other columns are those of "
         "concurrent streaming above.",
         "",
-        "| client | runs | wall s | submit s | worst delay ms | p50 delay ms | lost | dup "
-        "| peak threads | complete |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    capped = []
-    missed = []
-    for client in CLIENTS:
-        rs = common["runs"].get(client) or []
-        if not rs:
-            lines.append(f"| {LABELS[client]} | 0 | failed ||||||||")
-            continue
-        complete = all(r["complete"] for r in rs)
-        if not complete:
-            capped.append((str(common["jobs"]), client, rs))
-        missed += [(client, r) for r in rs if r.get("start_missed")]
-        lines.append(
-            f"| {LABELS[client]} | {len(rs)} "
-            f"| {_fmt(_median([r['wall_s'] for r in rs]), '{:.3f}')} "
-            f"| {_fmt(_median([r['submit_s'] for r in rs]), '{:.3f}')} "
-            f"| {_fmt(_median([r['delay_max_ms'] for r in rs]), '{:.1f}')} "
-            f"| {_fmt(_median([r['delay_p50_ms'] for r in rs]), '{:.1f}')} "
-            f"| {sum(r['lost'] for r in rs)} | {sum(r['duplicated'] for r in rs)} "
-            f"| {max(r['peak_threads'] for r in rs)} "
-            f"| {'yes' if complete else 'no (capped)'} |"
-        )
+    jobs = str(common["jobs"])
+    table, capped = _runs_table(
+        [([], jobs, c, common["runs"].get(c) or []) for c in CLIENTS],
+        [],
+        ("wall", "submit", "worst", "p50", "lost", "dup", "threads"),
+    )
+    lines += table
+    missed = [(c, r) for c in CLIENTS for r in common["runs"].get(c) or [] if r.get("start_missed")]
     lines.append("")
     lines += _capped_lines(capped)
     for client, r in missed:
