@@ -539,14 +539,22 @@ class DeferringProtocol(RecordingProtocol):
         self._reactor.defer(self._then)
 
 
+def attach_deferring(
+    reactor: Reactor, make: Callable[[], tuple[socket.socket, socket.socket]]
+) -> tuple[Connection, DeferringProtocol, socket.socket, Marks]:
+    """A connection whose every read defers a ``Marks`` call: (conn, protocol, peer, marks)."""
+    ours, peer = make()
+    deferred = Marks()
+    protocol = DeferringProtocol(reactor, deferred)
+    conn = on_loop(reactor, lambda: reactor.attach(ours, protocol))
+    return conn, protocol, peer, deferred
+
+
 def test_a_deferred_call_runs_on_the_reactor_thread_after_the_data(
     reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
 ) -> None:
     """No lead: the reactor thread runs what was deferred, after the handler that deferred it."""
-    ours, peer = socket_pairs()
-    deferred = Marks()
-    protocol = DeferringProtocol(reactor, deferred)
-    on_loop(reactor, lambda: reactor.attach(ours, protocol))
+    _conn, protocol, peer, deferred = attach_deferring(reactor, socket_pairs)
     peer.sendall(b"x")
     assert deferred.called.wait(10), "the deferred call did not run"
     assert deferred.threads == [REACTOR_NAME]
@@ -561,10 +569,7 @@ def test_give_back_wakes_the_reactor_for_a_call_deferred_in_the_last_turn(
     The connection is ``lingering``, so without the deferred call the give-back would be
     quiet and the reactor thread would stay parked (for two minutes, in these tests).
     """
-    ours, peer = socket_pairs()
-    deferred = Marks()
-    protocol = DeferringProtocol(reactor, deferred)
-    conn = on_loop(reactor, lambda: reactor.attach(ours, protocol))
+    conn, protocol, peer, deferred = attach_deferring(reactor, socket_pairs)
     on_loop(reactor, lambda: setattr(conn, "lingering", True))
     leader = Leader(reactor, Until(protocol.received.is_set), 60.0)
     leader.start_leading()
@@ -579,10 +584,7 @@ def test_calls_deferred_when_the_reactor_closes_still_run(
     reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
 ) -> None:
     """A leader that stops mid-turn just as the reactor is closed: its deferred calls run."""
-    ours, peer = socket_pairs()
-    deferred = Marks()
-    protocol = DeferringProtocol(reactor, deferred)
-    on_loop(reactor, lambda: reactor.attach(ours, protocol))
+    _conn, protocol, peer, deferred = attach_deferring(reactor, socket_pairs)
     leader = Leader(reactor, Until(protocol.received.is_set), 60.0)
     leader.start_leading()
     gate_open = threading.Event()
