@@ -39,8 +39,12 @@ from typing import Any, Literal, Protocol
 
 logger = logging.getLogger(__name__)
 
-READ_SIZE = 256 * 1024
-"""Bytes asked of one ``recv`` call."""
+READ_SIZE = 64 * 1024
+"""Bytes asked of one ``recv`` call.
+
+Below glibc's threshold for serving an allocation with ``mmap`` (128 KiB): ``recv(n)``
+allocates ``n`` bytes before it knows how many came, and at 256 KiB each call cost an
+``mmap``, an ``mremap`` and a ``munmap``: 15 µs against 1.7 µs for a small message."""
 READ_BUDGET = 1024 * 1024
 """Bytes one connection may read in one turn of the loop before others get theirs."""
 
