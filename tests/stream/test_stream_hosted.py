@@ -157,15 +157,8 @@ def test_the_close_read_with_the_final_frame_is_answered_after_the_waiting_threa
     job = server.add_job("close1", close_with_final=True)
     rec = InlineRecorder()  # no callback, as the stream of result() has
     sub = hub.subscribe(job_id="close1", url=server.url("close1"), params=params, listener=rec)
-    started: list[bool] = []
 
-    def until() -> bool:
-        if not started:
-            started.append(True)
-            server.finish("close1", result="R")
-        return any(frame.final for frame in rec.frames)
-
-    assert sub.serve_until(until, 10)
+    assert sub.serve_until(_finish_on_first_call(server, "close1", rec), 10)
     assert rec.payloads == ["R"]
     rec.wait()
     assert rec.ends == [(StreamEnd.COMPLETED, None)]
