@@ -34,6 +34,7 @@ from .api.protocol import (
     StreamingApi,
     StreamSubscription,
     call_deadline,
+    current_call_deadline,
 )
 from .decoders import ResultDecoder, resolve_decoders
 from .exceptions import (
@@ -77,6 +78,8 @@ _STREAM_CHECK_SECONDS = 0.5
 """While a stream is open, a waiting thread checks this often that it is not reconnecting."""
 _STREAM_DRAIN_SECONDS = 10.0
 """After the job is final, how long a callback stream may take to deliver its last messages."""
+_NO_SCOPE = contextlib.nullcontext()
+
 _EXTERNAL_REF_MAX_CHARS = 64 * 1024
 """A result text longer than this is a result, never a ``{"url": ...}`` reference."""
 
@@ -102,8 +105,8 @@ class _JobStream:
         self.ended = threading.Event()
         self.final_seen = False
         self.settled = threading.Event()
-        """Set once the final frame was handled (its callback has returned), or the stream
-        ended: a waiter then has every callback it can expect."""
+        """With a callback: set once the final frame was handled (its callback has
+        returned), or the stream ended; a waiter then has every callback it can expect."""
 
     def on_frame(self, frame: StreamFrame) -> None:
         job = self._job
@@ -112,7 +115,8 @@ class _JobStream:
             try:
                 job._on_final_frame(frame, self.callback, self._callback_errors)
             finally:
-                self.settled.set()
+                if self.callback is not None:  # only a callback's waiter looks
+                    self.settled.set()
             return
         if self.callback is None:
             return
@@ -382,7 +386,8 @@ class RuntimeJob:
                     return self._results
                 raw: str | bytes | None = self._final_payload
             if raw is None:
-                raw = self._resolve_external(self._api_client.job_results(job_id=self._job_id))
+                raw = self._api_client.job_results(job_id=self._job_id)
+            raw = self._resolve_external(raw)
         value = self._decode(chosen, raw) if raw else None
         if default and raw:
             with self._lock:
@@ -475,9 +480,16 @@ class RuntimeJob:
         with self._deadline_scope(deadline, timeout):
             self._wait_until_final(deadline, timeout)
 
-    @contextlib.contextmanager
-    def _deadline_scope(self, deadline: Deadline, timeout: float | None) -> Iterator[None]:
+    def _deadline_scope(
+        self, deadline: Deadline, timeout: float | None
+    ) -> contextlib.AbstractContextManager[None]:
         """Bound every request made inside by ``deadline``; running out is a job timeout."""
+        if timeout is None and current_call_deadline() is None:
+            return _NO_SCOPE  # nothing to bound, here or around
+        return self._bounded(deadline, timeout)
+
+    @contextlib.contextmanager
+    def _bounded(self, deadline: Deadline, timeout: float | None) -> Iterator[None]:
         try:
             with call_deadline(deadline):
                 yield
@@ -593,7 +605,9 @@ class RuntimeJob:
 
     def _notify(self) -> None:
         """Wake the threads waiting for this job (lock held), wherever they wait."""
-        self._changed.notify_all()
+        condition = self._condition
+        if condition is not None:  # made, under the lock, by the first thread to wait on it
+            condition.notify_all()
         serving = self._serving
         if serving and (len(serving) > 1 or threading.get_ident() not in serving):
             stream = self._stream
@@ -910,6 +924,11 @@ class RuntimeJob:
     def _resolve_external(self, raw: str | bytes) -> str | bytes:
         """Download a result stored elsewhere: a small JSON object with a ``url`` key."""
         if not raw or len(raw) > _EXTERNAL_REF_MAX_CHARS or raw.lstrip()[:1] not in ("{", b"{"):
+            return raw
+        if isinstance(raw, str):
+            if "url" not in raw and "\\u" not in raw:
+                return raw  # no key can read "url": skip parsing the document twice
+        elif b"url" not in raw and b"\\u" not in raw:
             return raw
         try:
             value = json.loads(raw)

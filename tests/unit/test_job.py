@@ -239,6 +239,13 @@ def test_only_objects_with_url_key_are_external(raw: str) -> None:
     assert client.count("external_result") == 0
 
 
+def test_an_escaped_url_key_is_still_an_external_reference() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["COMPLETED"], result='{"\\u0075rl": "https://store/x"}')
+    client.external["https://store/x"] = b'"downloaded"'
+    assert make_job(client, "j").result() == "downloaded"
+
+
 @pytest.mark.parametrize("timeout", [0, -1, "5", True])
 def test_bad_timeouts_are_refused(timeout: Any) -> None:
     job = make_job(FakeRuntimeClient())
@@ -522,6 +529,27 @@ def test_callback_errors_can_surface_from_result() -> None:
     with pytest.raises(IBMRuntimeError, match="bad callback") as info:
         job.result(timeout=5)
     assert isinstance(info.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize("with_callback", [False, True])
+def test_a_streamed_external_final_result_is_downloaded(with_callback: bool) -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"], result='"from rest"')
+    client.external["https://store/x"] = b'{"big": [1, 2]}'
+    seen, callback = collect()
+    job = make_job(client, "j", user_callback=callback if with_callback else None)
+    results: list[Any] = []
+    waiter = threading.Thread(target=lambda: results.append(job.result(timeout=5)))
+    waiter.start()
+    while not client.subscriptions:
+        time.sleep(0.001)
+    sub = client.subscriptions[0]
+    sub.push('{"url": "https://store/x"}', seq=1, final=True, status="COMPLETED")
+    sub.end()
+    waiter.join(5)
+    assert results == [{"big": [1, 2]}]
+    assert seen == ([("j", {"big": [1, 2]})] if with_callback else [])
+    assert client.count("job_results") == 0
 
 
 def test_wait_learns_completion_from_the_stream() -> None:

@@ -504,12 +504,13 @@ class Reactor:
 
     def _turn(
         self, loop: _Loop, timeout: float | None, until: Callable[[], bool] | None = None
-    ) -> None:
+    ) -> bool:
         """Wait up to ``timeout`` for the sockets, serve the ready ones, run due timers.
 
-        With ``until``, the turn stops as soon as it holds after a connection is served;
-        what is left (ready sockets, hot connections, timers, deferred calls) waits for the
-        next turn, which finds it again: the selector is level-triggered.
+        With ``until``, the turn stops as soon as it holds after a connection is served
+        (and returns ``True``); what is left (ready sockets, hot connections, timers,
+        deferred calls) waits for the next turn, which finds it again: the selector is
+        level-triggered.
         """
         if loop.soon:
             loop.run_soon()
@@ -519,13 +520,13 @@ class Reactor:
                 loop.drain_wakeup()
                 continue
             conn: Connection = key.data
-            if not conn.closed:
+            if not conn._closed:
                 try:
                     conn._ready(mask)
                 except Exception:
                     logger.error("Unexpected error in the stream reactor", exc_info=True)
                 if until is not None and until():
-                    return
+                    return True
         if loop.hot:
             hot = loop.hot
             loop.hot = set()
@@ -534,6 +535,7 @@ class Reactor:
                     _safe(conn._read)
         loop.run_timers()
         loop.run_soon()
+        return False
 
     # -- lending the loop to a waiting thread (leader/follower) ---------------------------
 
@@ -585,7 +587,8 @@ class Reactor:
                         break
                     wait = loop.next_timeout(now)
                     wait = end - now if wait is None else min(wait, end - now)
-                    self._turn(loop, wait, until)
+                    if self._turn(loop, wait, until):
+                        break
             finally:
                 if guard is not None:
                     guard.unwatch()
@@ -717,8 +720,10 @@ class _Wakeup:
         if self._flag:
             return
         self._flag = True
-        with contextlib.suppress(RuntimeError):  # two threads set it at once
+        try:  # noqa: SIM105 - not contextlib.suppress: three Python calls more on this path
             self._lock.release()
+        except RuntimeError:  # two threads set it at once
+            pass
 
     def is_set(self) -> bool:
         """Whether :meth:`set` was called."""
