@@ -516,8 +516,8 @@ class RuntimeJob:
                 if (
                     sub is not None
                     and opened is not None
-                    and not opened.ended.is_set()
                     and not opened.final_seen  # it ends by itself
+                    and not opened.ended.is_set()
                 ):
                     sub.cancel()
         self._drain_callback_stream(deadline)

@@ -252,6 +252,12 @@ class _Loop:
         self.soon: deque[Callable[[], None]] = deque()  # Reactor.defer
         self.thread_name = thread_name
         self.thread: threading.Thread | None = None
+        self.thread_id: int | None = None  # ``thread``'s ident: Reactor._current compares it
+
+    def run_on(self, thread: threading.Thread, thread_id: int | None) -> None:
+        """Hand the loop to ``thread`` (whose ident is ``thread_id``): a lease begins or ends."""
+        self.thread = thread
+        self.thread_id = thread_id
 
     def detach(self, conn: Connection) -> None:
         self.conns.discard(conn)
@@ -375,7 +381,7 @@ class Reactor:
     def in_reactor_thread(self) -> bool:
         """Whether the caller is the reactor thread."""
         loop = self._loop
-        return loop is not None and threading.current_thread() is loop.thread
+        return loop is not None and threading.get_ident() == loop.thread_id
 
     # -- reactor thread only ------------------------------------------------------------
 
@@ -440,7 +446,7 @@ class Reactor:
 
     def _current(self) -> _Loop:
         loop = self._loop
-        if loop is None or threading.current_thread() is not loop.thread:
+        if loop is None or threading.get_ident() != loop.thread_id:
             raise RuntimeError("Reactor method called outside the reactor thread.")
         return loop
 
@@ -456,6 +462,7 @@ class Reactor:
         thread.start()
 
     def _run(self, loop: _Loop) -> None:
+        loop.thread_id = threading.get_ident()
         try:
             self._serve(loop)
         finally:
@@ -608,7 +615,7 @@ class Reactor:
         """
         loop = lease.loop
         with self._lock:
-            loop.thread = lease.owner
+            loop.run_on(lease.owner, lease.owner_id)
             lease.state = _RETURNED
             self._lease = None
             quiet = (
@@ -648,7 +655,7 @@ class Reactor:
                 return None
             owner = loop.thread
             assert owner is not None
-            lease = _Lease(loop, owner, me)
+            lease = _Lease(loop, owner, loop.thread_id, me, threading.get_ident())
             self._lease = lease
             self._wake_locked()
         if lease.granted.wait(min(timeout, _GRANT_TIMEOUT)):
@@ -667,7 +674,7 @@ class Reactor:
             if lease is None or lease.state != _ASKED:
                 return False
             lease.state = _GRANTED
-            loop.thread = lease.borrower
+            loop.run_on(lease.borrower, lease.borrower_id)
             self._parked = lease
         lease.granted.set()
         while not lease.returned.wait(_LEASE_CHECK):
@@ -675,7 +682,7 @@ class Reactor:
                 if lease.state == _RETURNED:
                     break  # given back quietly
                 if not lease.borrower.is_alive():  # pragma: no cover - killed mid-lease
-                    loop.thread = lease.owner
+                    loop.run_on(lease.owner, lease.owner_id)
                     self._lease = None
                     break
         with self._lock:
@@ -693,10 +700,17 @@ _LEASE_CHECK = 1.0
 class _Lease:
     """One thread's turn at running a reactor's loop."""
 
-    def __init__(self, loop: _Loop, owner: threading.Thread, borrower: threading.Thread):
+    def __init__(
+        self,
+        loop: _Loop,
+        owner: threading.Thread,
+        owner_id: int | None,
+        borrower: threading.Thread,
+        borrower_id: int,
+    ):
         self.loop = loop
-        self.owner = owner
-        self.borrower = borrower
+        self.owner, self.owner_id = owner, owner_id
+        self.borrower, self.borrower_id = borrower, borrower_id
         self.state = _ASKED  # guarded by the reactor's lock
         self.granted = threading.Event()
         self.returned = _Wakeup()
