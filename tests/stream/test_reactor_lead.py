@@ -395,6 +395,28 @@ def test_calls_and_socket_data_run_on_the_leading_thread(
     assert protocol.threads == [LEADER_NAME]
 
 
+def test_a_lease_asked_before_the_reactor_thread_runs_gives_the_loop_back_to_it(
+    reactor: Reactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop knows its thread from the start: a lease made at once returns it whole."""
+    run = reactor._run
+
+    def run_once_a_lease_is_asked(loop: Any) -> None:
+        assert wait_for(lambda: reactor._lease is not None), "no lease was asked"
+        run(loop)
+
+    monkeypatch.setattr(reactor, "_run", run_once_a_lease_is_asked)
+    assert reactor.call_soon(lambda: None)  # starts the thread, which waits for the lease
+    leader = Leader(reactor, Until(lambda: True), 60.0)
+    leader.start_leading()
+    assert leader.finish() is True
+    assert on_loop(reactor, reactor.in_reactor_thread) is True
+    fire = Marks()
+    on_loop(reactor, lambda: reactor.call_later(0.0, fire))
+    assert fire.called.wait(10), "the reactor thread could not schedule a call"
+    assert fire.threads == [REACTOR_NAME]
+
+
 def test_give_back_wakes_the_reactor_when_a_connection_is_live(
     reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
 ) -> None:

@@ -135,6 +135,7 @@ def test_pool_is_bounded_starts_on_demand_and_exits_when_idle() -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("test-pool")]
 
 
+@pytest.mark.internal_errors
 def test_pool_survives_a_raising_task(caplog: pytest.LogCaptureFixture) -> None:
     pool = WorkerPool("test-pool", max_workers=1, idle_timeout=0.05)
     ran = threading.Event()

@@ -460,9 +460,11 @@ class Reactor:
         self._last_thread = thread
         self._wake_pending = False
         thread.start()
+        # start() returns once the thread has an ident; a lease, made under this lock too,
+        # records it as the owner's.
+        loop.thread_id = thread.ident
 
     def _run(self, loop: _Loop) -> None:
-        loop.thread_id = threading.get_ident()
         try:
             self._serve(loop)
         finally:
