@@ -541,7 +541,8 @@ def test_a_streamed_external_final_result_is_downloaded(with_callback: bool) -> 
     results: list[Any] = []
     waiter = threading.Thread(target=lambda: results.append(job.result(timeout=5)))
     waiter.start()
-    while not client.subscriptions:
+    deadline = time.monotonic() + 5
+    while not client.subscriptions and time.monotonic() < deadline:
         time.sleep(0.001)
     sub = client.subscriptions[0]
     sub.push('{"url": "https://store/x"}', seq=1, final=True, status="COMPLETED")
