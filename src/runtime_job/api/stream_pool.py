@@ -129,11 +129,15 @@ class WorkerPool:
             Whether every other worker has exited.
         """
         deadline = time.monotonic() + timeout
-        with self._cond:
-            threads = [t for t in self._threads if t is not threading.current_thread()]
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in threads)
+        while True:
+            # Again after each round: a worker may start one more (a re-queued task) as it ends.
+            with self._cond:
+                threads = [t for t in self._threads if t is not threading.current_thread()]
+            alive = [t for t in threads if t.is_alive()]
+            if not alive or time.monotonic() >= deadline:
+                return not alive
+            for thread in alive:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         me = threading.current_thread()
