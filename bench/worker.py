@@ -180,6 +180,17 @@ def numpy_hook(obj: dict[str, Any]) -> Any:
 # -- measuring -----------------------------------------------------------------------------------
 
 
+def _usage() -> tuple[int, int, int, int, int]:
+    """This process's page faults (minor, major), context switches (voluntary,
+    involuntary) and garbage collections so far: what a slow wait may owe to the machine."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    collections = sum(stat["collections"] for stat in gc.get_stats())
+    return use.ru_minflt, use.ru_majflt, use.ru_nvcsw, use.ru_nivcsw, collections
+
+
+_USAGE_FIELDS = ("minflt", "majflt", "nvcsw", "nivcsw", "gc")
+
+
 def iso_to_epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -284,8 +295,11 @@ def scenario_status(client: str, args: dict[str, Any]) -> dict[str, Any]:
                 raise RuntimeError(f"the job left RUNNING during the measurement ({value})")
             return times
 
+        before = _usage()
         times = at_depth(int(depth), loop)
+        after = _usage()
         out[f"depth{depth}"] = {
+            "usage": {k: b - a for k, a, b in zip(_USAGE_FIELDS, before, after, strict=True)},
             "p50_ms": percentile(times, 50) * 1e3,
             "p99_ms": percentile(times, 99) * 1e3,
             "mean_ms": statistics.fmean(times) * 1e3,
@@ -328,6 +342,7 @@ def scenario_completion(client: str, args: dict[str, Any]) -> dict[str, Any]:
     background = int(args.get("background", 0))
     interval = float(args.get("bg_interval", 0.05))
     latencies: list[float] = []
+    usages: list[tuple[int, ...]] = []
     received: list[Any] = []
 
     def noop(job_id: str, message: Any) -> None:
@@ -353,21 +368,26 @@ def scenario_completion(client: str, args: dict[str, Any]) -> dict[str, Any]:
             time.sleep(0.2)  # the background streams are open and flowing
         if raw is not None:
             job_id = raw.submit("sleep", {"seconds": seconds})
+            before = _usage()
             ws = raw.websocket(job_id, seq=True)
             value = raw_wait_seq(ws, (lambda m: None) if mode == "callback" else None)
             returned = time.time()
+            after = _usage()
             ws.close()
             finished = raw.finished_at(job_id)
         else:
             assert service is not None
             callback = noop if mode == "callback" else None
             job = service.run("sleep", {"seconds": seconds}, options=OPTIONS, callback=callback)
+            before = _usage()
             value = job.result()
             returned = time.time()
+            after = _usage()
             finished = iso_to_epoch(job.metrics()["timestamps"]["finished"])
         if not (isinstance(value, dict) and value.get("slept") == seconds):
             raise RuntimeError(f"unexpected result {value!r}")
         latencies.append(returned - finished)
+        usages.append(tuple(b - a for a, b in zip(before, after, strict=True)))
         for thread in threads:
             thread.join(60)
         for bg in bg_jobs:
@@ -376,6 +396,9 @@ def scenario_completion(client: str, args: dict[str, Any]) -> dict[str, Any]:
         "latencies_ms": [x * 1e3 for x in latencies],
         "p50_ms": statistics.median(latencies) * 1e3,
         "max_ms": max(latencies) * 1e3,
+        # from the submission's answer to the result, summed over the jobs
+        "usage": {k: sum(u[i] for u in usages) for i, k in enumerate(_USAGE_FIELDS)},
+        "threads": threading.active_count(),
     }
 
 
