@@ -50,7 +50,6 @@ import json
 import logging
 import math
 import os
-import queue
 import struct
 import sys
 import threading
@@ -772,7 +771,7 @@ def _inflate_chunks(backend: _Backend, chunks: Iterable[Any], what: str) -> Iter
                 # all input was taken (the empty chunk at the end drains the last of it).
                 if not pending and len(piece) < _OUT_CHUNK:
                     break
-    except (ResultDecodingError, _Aborted):
+    except ResultDecodingError:
         raise
     except Exception as err:  # zlib.error, isal's IsalError: both mean corrupt data
         raise ResultDecodingError(f"Corrupt compressed data in {what} payload ({err})") from err
@@ -928,28 +927,6 @@ class _NpyJob:
     def fill(self) -> None:
         """Decode and decompress the whole payload on this thread."""
         self.consume(self.compressed_chunks())
-
-    def consume_queue(self, feed: queue.SimpleQueue[Any]) -> None:
-        """Worker side of :meth:`_DecodeSession.stream`: consume chunks until the end mark."""
-        self.consume(_drain(feed))
-
-
-class _Aborted(Exception):
-    """Internal: the thread feeding a worker gave up; the worker stops quietly."""
-
-
-_END: Final = object()
-_ABORT: Final = object()
-
-
-def _drain(feed: queue.SimpleQueue[Any]) -> Iterator[bytes]:
-    while True:
-        item = feed.get()
-        if item is _END:
-            return
-        if item is _ABORT:
-            raise _Aborted
-        yield item
 
 
 def _load_npy_fallback(
@@ -1211,32 +1188,23 @@ class _DecodeSession:
         self._pending.clear()
 
     def _stream(self, job: _NpyJob) -> None:
-        """Decode ``job``'s base64 here while a worker decompresses it (zlib drops the GIL)."""
+        """Decode ``job`` on a worker thread while this one parses on.
+
+        Each worker decodes its array's base64 a chunk at a time and inflates it straight
+        into the array (zlib drops the GIL): at most ``max_workers`` arrays are in flight,
+        and each holds one chunk beyond its array.
+        """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="runtime-job-decode"
             )
         while len(self._pending) >= self._max_workers:
             self._pending.popleft().result()
-        feed: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        future = self._executor.submit(job.consume_queue, feed)
-        self._pending.append(future)
-        end_mark = _ABORT
-        try:
-            for chunk in job.compressed_chunks():
-                if future.done():  # the worker failed: its error is raised by _wait_all
-                    break
-                feed.put(chunk)
-            end_mark = _END
-        finally:
-            feed.put(end_mark)
+        self._pending.append(self._executor.submit(job.fill))
 
     def _wait_all(self) -> None:
         while self._pending:
-            try:
-                self._pending.popleft().result()
-            except _Aborted:  # pragma: no cover - only after the feeding side raised
-                continue
+            self._pending.popleft().result()
 
     # -- tag handlers -------------------------------------------------------------------------
 
