@@ -375,6 +375,29 @@ def test_main_thread_leads_only_with_default_signal_handlers(
         assert on_loop(reactor, thread_name) == REACTOR_NAME
 
 
+def test_main_thread_leads_when_sigint_is_ignored(reactor: Reactor) -> None:
+    """A shell starts background processes with SIGINT ignored: no Ctrl-C to hold, so the
+    main thread leads, and leaves SIGINT ignored."""
+    assert threading.current_thread() is threading.main_thread()
+    on_loop(reactor, lambda: None)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ran: list[str] = []
+
+        def holds() -> bool:
+            if until.calls == 1:  # leading now: this call runs on the leader
+                reactor.call_soon(lambda: ran.append(thread_name()))
+            return bool(ran)
+
+        until = Until(holds)
+        led = reactor.lead(until, 10.0)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert led is True
+    assert ran == ["MainThread"]
+
+
 # -- what runs where while leading -----------------------------------------------------------
 
 

@@ -557,10 +557,10 @@ class Reactor:
         back. The caller never runs more than the hub's own code (listeners that are called
         inline, timers, handshake results); callbacks still go to their dispatchers.
 
-        On the main thread this needs the default ``SIGINT`` handler and no other Python
-        signal handler: ``Ctrl-C`` is then held until the end of the current turn (so a
-        frame is never cut in half) and raised as ``KeyboardInterrupt`` once the loop is
-        given back.
+        On the main thread this needs the default ``SIGINT`` handler (or ``SIGINT``
+        ignored) and no other Python signal handler: ``Ctrl-C`` is then held until the end
+        of the current turn (so a frame is never cut in half) and raised as
+        ``KeyboardInterrupt`` once the loop is given back.
 
         Args:
             until: Checked before each turn and after each socket served; cheap, no locks.
@@ -759,13 +759,21 @@ class _InterruptGuard:
         self._old_wakeup_fd = -1
 
     @classmethod
-    def install(cls, reactor: Reactor) -> _InterruptGuard | Literal[False]:
-        """The guard, or ``False`` when a signal handler could raise in the middle of a turn."""
-        if _get_handler(_SIGINT) is not signal.default_int_handler:
+    def install(cls, reactor: Reactor) -> _InterruptGuard | Literal[False] | None:
+        """The guard; ``None`` when none is needed; ``False`` when a signal handler could
+        raise in the middle of a turn.
+
+        ``None``: ``SIGINT`` is ignored, as in a process that a shell started in the
+        background, so there is no ``Ctrl-C`` to hold.
+        """
+        sigint = _get_handler(_SIGINT)
+        if sigint is not signal.default_int_handler and sigint != _SIG_IGN:
             return False
         for number in _OTHER_SIGNALS:
             if callable(_handler_of(number)):
                 return False
+        if sigint == _SIG_IGN:
+            return None
         guard = cls(reactor)
         try:
             _set_handler(_SIGINT, guard._hold)
@@ -818,6 +826,7 @@ def _signal_functions() -> tuple[Callable[[int, Any], object], Callable[[int], o
 
 _set_handler, _get_handler = _signal_functions()
 _SIGINT = int(signal.SIGINT)
+_SIG_IGN = int(signal.SIG_IGN)
 _OTHER_SIGNALS = tuple(int(number) for number in signal.valid_signals() if number != signal.SIGINT)
 
 
