@@ -338,6 +338,19 @@ def test_lead_returns_false_when_the_reactor_is_busy_and_leaves_no_lease_behind(
     lead_through_one_call(reactor)
 
 
+def lead_until_a_call_runs(reactor: Reactor) -> tuple[bool, list[str], Until]:
+    """Lead on this thread until a call queued once leading has run; what ran where."""
+    ran: list[str] = []
+
+    def holds() -> bool:
+        if until.calls == 1:  # leading now: this call runs on the leader
+            reactor.call_soon(lambda: ran.append(thread_name()))
+        return bool(ran)
+
+    until = Until(holds)
+    return reactor.lead(until, 10.0), ran, until
+
+
 @pytest.mark.parametrize("custom", [None, signal.SIGINT, signal.SIGUSR1], ids=str)
 def test_main_thread_leads_only_with_default_signal_handlers(
     reactor: Reactor, custom: signal.Signals | None
@@ -351,15 +364,7 @@ def test_main_thread_leads_only_with_default_signal_handlers(
 
     previous = signal.signal(custom, handler) if custom is not None else None
     try:
-        ran: list[str] = []
-
-        def holds() -> bool:
-            if until.calls == 1:  # leading now: this call runs on the leader
-                reactor.call_soon(lambda: ran.append(thread_name()))
-            return bool(ran)
-
-        until = Until(holds)
-        led = reactor.lead(until, 10.0)
+        led, ran, until = lead_until_a_call_runs(reactor)
         if custom is not None:
             assert signal.getsignal(custom) is handler  # left alone
     finally:
@@ -382,15 +387,7 @@ def test_main_thread_leads_when_sigint_is_ignored(reactor: Reactor) -> None:
     on_loop(reactor, lambda: None)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        ran: list[str] = []
-
-        def holds() -> bool:
-            if until.calls == 1:  # leading now: this call runs on the leader
-                reactor.call_soon(lambda: ran.append(thread_name()))
-            return bool(ran)
-
-        until = Until(holds)
-        led = reactor.lead(until, 10.0)
+        led, ran, _until = lead_until_a_call_runs(reactor)
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
