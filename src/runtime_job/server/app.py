@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
-from .. import __version__
+from .._version import __version__
 from ..api.models import RunJobRequest
 from . import config
 from .auth import Authenticator

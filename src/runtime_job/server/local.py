@@ -30,7 +30,7 @@ from typing import Any
 
 import uvicorn
 
-from .. import __version__
+from .._version import __version__
 from ..api.session import RedactingFilter
 from .app import AppContext, Notifier, StreamHub, create_app
 from .auth import Authenticator
