@@ -13,6 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["tests.support.fixtures"]
+"""The shared fixtures (``fake_clock``, the local server) of :mod:`tests.support`."""
+
 _WATCHED = ("runtime_job.api", "runtime_job.futures")
 """The client's machinery (the local server logs its own 500s elsewhere)."""
 

@@ -1,0 +1,13 @@
+"""What the tests share: one bounded wait, one fake clock, one fault proxy, one local server.
+
+- :func:`wait_until` (:mod:`.waiting`): the one place a test may poll, always bounded.
+- :class:`FakeClock` (:mod:`.clock`) and the ``fake_clock`` fixture: the library's clock seam
+  (``runtime_job.timing.clock``) under the test's control, so no test sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+from .clock import FakeClock
+from .waiting import wait_for_event, wait_until
+
+__all__ = ["FakeClock", "wait_for_event", "wait_until"]
