@@ -12,9 +12,12 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..timing import Deadline
+
+if TYPE_CHECKING:
+    from .models import JobResponse
 
 _CALL_DEADLINE: ContextVar[Deadline | None] = ContextVar("runtime_job_call_deadline", default=None)
 
@@ -47,29 +50,41 @@ def current_call_deadline() -> Deadline | None:
 
 
 class JobApi(Protocol):
-    """The REST calls a job needs. Every call raises ``RequestsApiError`` on HTTP errors."""
+    """The REST calls a job needs.
 
-    def job_get(self, job_id: str, exclude_params: bool | None = None) -> dict[str, Any]:
-        """``GET /jobs/{id}``: the job as a JSON object."""
+    Every call raises :class:`~runtime_job.exceptions.RequestsApiError` on a failure, as
+    one of its typed leaves where one fits (``NotFoundError`` for 404, ``ConflictError`` for
+    409, ...). A ``deadline`` bounds the whole call (connects, reads, retry sleeps); past
+    it, the call raises :class:`~runtime_job.exceptions.UserTimeoutExceededError`.
+    """
+
+    def fetch_job(
+        self,
+        job_id: str,
+        *,
+        exclude_params: bool | None = None,
+        deadline: Deadline | None = None,
+    ) -> JobResponse:
+        """``GET /jobs/{id}``: the job, validated once into its wire model."""
         ...
 
-    def job_results(self, job_id: str) -> str | bytes:
+    def job_results(self, job_id: str, *, deadline: Deadline | None = None) -> str | bytes:
         """``GET /jobs/{id}/results``: the result text (or its UTF-8 bytes)."""
         ...
 
-    def job_interim_results(self, job_id: str) -> str:
+    def job_interim_results(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         """``GET /jobs/{id}/interim_results``: the interim results text."""
         ...
 
-    def job_cancel(self, job_id: str) -> None:
+    def job_cancel(self, job_id: str, *, deadline: Deadline | None = None) -> None:
         """``POST /jobs/{id}/cancel``."""
         ...
 
-    def job_logs(self, job_id: str) -> str:
+    def job_logs(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         """``GET /jobs/{id}/logs``: the logs text."""
         ...
 
-    def job_metadata(self, job_id: str) -> str:
+    def job_metadata(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         """``GET /jobs/{id}/metrics``: the metrics JSON text."""
         ...
 
@@ -156,8 +171,18 @@ class StreamSubscription(Protocol):
         """
         ...
 
+    def wait(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Block the calling thread until ``until()`` is true or ``timeout`` seconds pass.
+
+        Returns ``until()``. The hub decides whether this thread reads the sockets itself
+        (leads) or parks; the caller holds no lock. ``until`` must be cheap and lock-free:
+        the hub may call it after each event it handles. Something else that can make it
+        true calls :meth:`wake`.
+        """
+        ...
+
     def wake(self) -> None:
-        """Make a thread in :meth:`serve_until` check its ``until`` again now."""
+        """Make a thread in :meth:`wait` (or :meth:`serve_until`) check its ``until`` now."""
         ...
 
 
