@@ -169,7 +169,7 @@ class SavedAccount:
             try:
                 ProxyConfiguration.from_value(proxies)
             except IBMInputValueError as err:
-                raise IBMAccountError(f"{where}: 'proxies': {err.message}") from None
+                raise IBMAccountError(f"{where}: 'proxies': {err.message}") from err
         return cls(
             name=name,
             path=path,
@@ -236,14 +236,14 @@ class AccountFile:
             return None
         except (OSError, UnicodeDecodeError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise IBMAccountError(f"Cannot read the account file {path}: {reason}.") from None
+            raise IBMAccountError(f"Cannot read the account file {path}: {reason}.") from err
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise IBMAccountError(
                 f"The account file {path} is not valid JSON: {err.msg} at line {err.lineno} "
                 f"column {err.colno}."
-            ) from None
+            ) from err
         if not isinstance(data, dict):
             raise IBMAccountError(
                 f"The account file {path} must hold a JSON object of named accounts, "

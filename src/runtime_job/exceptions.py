@@ -24,6 +24,11 @@ the reference's name and place so ``except`` clauses written for qiskit-ibm-runt
         │   └── ResultDecodingError            a payload that cannot be decoded
         └── ApiError
             ├── RequestsApiError               HTTP and network errors (status_code, -1 unknown)
+        │   ├── ApiConnectionError         no response (refused, timed out, reset)
+        │   ├── NotFoundError              HTTP 404
+        │   ├── ConflictError              HTTP 409
+        │   ├── RateLimitError             HTTP 429
+        │   └── ServerError                HTTP 5xx
             ├── WebsocketError
             │   ├── WebsocketIBMProtocolError
             │   ├── WebsocketAuthenticationError
@@ -34,7 +39,9 @@ the reference's name and place so ``except`` clauses written for qiskit-ibm-runt
             └── UserTimeoutExceededError
 
 Unlike the reference, ``str(err)`` is the plain message (no quoted repr); ``err.message``
-holds the same text.
+holds the same text. The leaves under :class:`RequestsApiError` are raised by the transport
+(``runtime_job.api.errors``, the one mapping); ``except RequestsApiError`` catches them all,
+and each says whether trying again later may succeed (``retryable``).
 """
 
 from __future__ import annotations
@@ -157,7 +164,12 @@ class RequestsApiError(ApiError):
         body_excerpt: The start of the response body, when there was one.
         request_id: The server's request id header, when it sent one.
         retry_after: Seconds the server asked to wait (``Retry-After``), when it did.
+        retryable: Whether the same request may succeed if sent again later (default: the
+            class's; ``False`` here, ``True`` for connection failures, 429 and gateway 5xx).
     """
+
+    retryable: bool = False
+    """Whether the same request may succeed if sent again later (each leaf sets its default)."""
 
     def __init__(
         self,
@@ -169,6 +181,7 @@ class RequestsApiError(ApiError):
         body_excerpt: str = "",
         request_id: str | None = None,
         retry_after: float | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -177,6 +190,44 @@ class RequestsApiError(ApiError):
         self.body_excerpt = body_excerpt
         self.request_id = request_id
         self.retry_after = retry_after
+        self.retryable = type(self).retryable if retryable is None else retryable
+
+
+class ApiConnectionError(RequestsApiError):
+    """No response was received: the connection was refused, timed out, or dropped.
+
+    ``status_code`` is ``-1``. ``retryable`` is false only for failures a retry cannot
+    fix (TLS verification, an invalid URL or proxy).
+    """
+
+    retryable = True
+
+
+class NotFoundError(RequestsApiError):
+    """HTTP 404: the job, program, backend or session does not exist (or is not yours)."""
+
+
+class ConflictError(RequestsApiError):
+    """HTTP 409: the request conflicts with the resource's state (e.g. cancelling a final job)."""
+
+
+class RateLimitError(RequestsApiError):
+    """HTTP 429: the server refused the request without acting on it; try again later.
+
+    ``retry_after`` holds the delay the server asked for, when it sent one.
+    """
+
+    retryable = True
+
+
+class ServerError(RequestsApiError):
+    """HTTP 5xx: the server or a gateway failed.
+
+    ``retryable`` is true for the gateway statuses the retry policy retries (500, 502, 503,
+    504, 520, 521, 522, 524), false for others (501, 505, ...).
+    """
+
+    retryable = True
 
 
 class WebsocketError(ApiError):
@@ -236,9 +287,11 @@ class UserTimeoutExceededError(ApiError):
 
 
 __all__ = [
+    "ApiConnectionError",
     "ApiError",
     "ApiIBMProtocolError",
     "AuthenticationLicenseError",
+    "ConflictError",
     "IBMAccountError",
     "IBMApiError",
     "IBMBackendApiProtocolError",
@@ -248,8 +301,10 @@ __all__ = [
     "IBMRuntimeError",
     "JobError",
     "JobTimeoutError",
+    "NotFoundError",
     "QiskitBackendNotFoundError",
     "QiskitError",
+    "RateLimitError",
     "RequestsApiError",
     "ResultDecodingError",
     "RuntimeDuplicateProgramError",
@@ -260,6 +315,7 @@ __all__ = [
     "RuntimeJobNotFound",
     "RuntimeJobTimeoutError",
     "RuntimeProgramNotFound",
+    "ServerError",
     "UserTimeoutExceededError",
     "WebsocketAuthenticationError",
     "WebsocketError",

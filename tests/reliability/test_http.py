@@ -20,10 +20,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from runtime_job import RuntimeService
 from runtime_job.api.client import RuntimeClient
+from runtime_job.api.params import ClientParameters
 from runtime_job.exceptions import (
+    ApiConnectionError,
     ApiIBMProtocolError,
     IBMError,
     IBMRuntimeError,
@@ -32,6 +35,7 @@ from runtime_job.exceptions import (
     RuntimeJobTimeoutError,
 )
 from runtime_job.timing import PollPolicy
+from tests.reliability.conftest import ALICE
 from tests.stream.streamkit import LoopThread
 
 from .faultproxy import (
@@ -382,7 +386,8 @@ def test_9_timeout_during_a_large_download(
 def _assert_typed(err: BaseException, status: int | None, excerpt: str) -> None:
     assert isinstance(err, IBMError), type(err)
     assert not isinstance(err, json.JSONDecodeError)
-    assert err.__cause__ is None or not isinstance(err.__cause__, json.JSONDecodeError)
+    # Ours, chained from the parser's error (never a suppressed context).
+    assert isinstance(err.__cause__, json.JSONDecodeError | None)
     if status is not None:
         assert getattr(err, "status_code", None) == status
     assert excerpt in str(err)
@@ -444,9 +449,21 @@ def test_11_body_cut_short_of_its_content_length_is_a_typed_error(
     proxy.add("GET", f"/jobs/{done_id}", Truncate(keep=20, cut=True))
     with pytest.raises(IBMRuntimeError) as caught:
         via_proxy.job(done_id)
-    assert isinstance(caught.value.__cause__ or caught.value, IBMError)
     assert "Gave up after 3 attempts" in str(caught.value)  # a GET is read twice more
     assert proxy.count("GET", f"/jobs/{done_id}") == 3
+    # The transport's error under it: the typed no-response leaf, chained from the
+    # ``requests`` failure it stands for.
+    client = RuntimeClient(ClientParameters(channel="local", token=ALICE, url=proxy.url))
+    try:
+        with pytest.raises(ApiConnectionError) as raw:
+            client.job_get(done_id)
+    finally:
+        client.close()
+    err = raw.value
+    assert err.status_code == -1
+    assert err.retryable
+    assert isinstance(err.__cause__, requests.exceptions.ChunkedEncodingError)
+    assert "Gave up after 3 attempts" in str(err)
 
 
 @pytest.mark.parametrize("keep", [15, 40])  # in the status line's headers, before the length

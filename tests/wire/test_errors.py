@@ -234,7 +234,8 @@ def test_non_json_success_is_a_protocol_error(
     assert err.body_excerpt == body.strip()
     assert "HTTP 200" in err.message
     assert JOB_URL in err.message
-    assert not isinstance(err.__cause__, json.JSONDecodeError)
+    # Chained from the parser's error (issue 17: every re-raise keeps its cause).
+    assert isinstance(err.__cause__, json.JSONDecodeError)
 
 
 def test_wrong_shape_is_a_protocol_error_naming_the_field(

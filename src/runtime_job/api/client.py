@@ -54,6 +54,7 @@ from .session import (
 )
 
 if TYPE_CHECKING:
+    from ..timing import Deadline
     from .protocol import StreamListener, StreamSubscription
 
 logger = logging.getLogger(__name__)
@@ -108,8 +109,8 @@ def to_utc_isoformat(value: datetime | str) -> str:
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
-        except ValueError:
-            raise IBMInputValueError(f"Invalid date-time {value!r}: use ISO 8601.") from None
+        except ValueError as err:
+            raise IBMInputValueError(f"Invalid date-time {value!r}: use ISO 8601.") from err
     return value.astimezone(UTC).isoformat()
 
 
@@ -129,7 +130,7 @@ def _validated(
             status_code=response.status_code,
             url=scrub_url(response.url or ""),
             body_excerpt=redact(response.text[:500]),
-        ) from None
+        ) from err
 
 
 def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
@@ -246,27 +247,70 @@ class RuntimeClient:
         _validated(RunJobResponse, data, "job submission", response)
         return data
 
-    def job_get(self, job_id: str, exclude_params: bool | None = None) -> dict[str, Any]:
-        """``GET /jobs/{id}``: a job.
+    def fetch_job(
+        self,
+        job_id: str,
+        *,
+        exclude_params: bool | None = None,
+        deadline: Deadline | None = None,
+    ) -> JobResponse:
+        """``GET /jobs/{id}``: a job, validated once into its wire model.
 
         Args:
             job_id: The job.
             exclude_params: Ask the server to leave out the job's inputs.
+            deadline: The caller's deadline (see :meth:`HttpSession.request`).
+
+        Returns:
+            The job (unknown fields kept as extras).
+
+        Raises:
+            NotFoundError: No such job (404).
+            RequestsApiError: The request failed otherwise.
+            ApiIBMProtocolError: The response is not a job.
+            UserTimeoutExceededError: ``deadline`` passed.
+        """
+        return self._job(job_id, exclude_params, deadline)[1]
+
+    def job_get(
+        self,
+        job_id: str,
+        exclude_params: bool | None = None,
+        *,
+        deadline: Deadline | None = None,
+    ) -> dict[str, Any]:
+        """``GET /jobs/{id}``: a job, as the server's JSON object (the reference's shape).
+
+        The same request and validation as :meth:`fetch_job`.
+
+        Args:
+            job_id: The job.
+            exclude_params: Ask the server to leave out the job's inputs.
+            deadline: The caller's deadline (see :meth:`HttpSession.request`).
 
         Returns:
             The job as the server sent it.
 
         Raises:
-            RequestsApiError: The request failed (404: no such job).
+            NotFoundError: No such job (404).
+            RequestsApiError: The request failed otherwise.
             ApiIBMProtocolError: The response is not a job.
         """
+        return self._job(job_id, exclude_params, deadline)[0]
+
+    def _job(
+        self, job_id: str, exclude_params: bool | None, deadline: Deadline | None
+    ) -> tuple[dict[str, Any], JobResponse]:
+        """One ``GET /jobs/{id}``: the body as sent, and the same body validated (once)."""
         query = {"exclude_params": "true"} if exclude_params else None
-        response = self._session.request("GET", f"/jobs/{_q(job_id)}", params=query)
+        response = self._session.request(
+            "GET", f"/jobs/{_q(job_id)}", params=query, deadline=deadline
+        )
         data = _json_object(response, "job")
-        _validated(JobResponse, data, "job", response, job_id)
+        model = _validated(JobResponse, data, "job", response, job_id)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("Runtime job get response: %s", response.text[:_LOG_EXCERPT_CHARS])
-        return data
+        return data, model
 
     def jobs_get(
         self,
@@ -342,7 +386,7 @@ class RuntimeClient:
         _validated(JobListResponse, data, "job list", response)
         return data
 
-    def job_results(self, job_id: str) -> bytes:
+    def job_results(self, job_id: str, *, deadline: Deadline | None = None) -> bytes:
         """``GET /jobs/{id}/results``: the result, as the body's UTF-8 bytes.
 
         Bytes, not text: results can be hundreds of MB, and the decoders read bytes directly,
@@ -350,6 +394,7 @@ class RuntimeClient:
 
         Args:
             job_id: The job.
+            deadline: The caller's deadline (see :meth:`HttpSession.request`).
 
         Returns:
             The body (JSON from the program's codec, ``{"url": ...}``, or an error text).
@@ -357,13 +402,16 @@ class RuntimeClient:
         Raises:
             RequestsApiError: The request failed.
         """
-        return self._session.request("GET", f"/jobs/{_q(job_id)}/results", large_body=True).content
+        return self._session.request(
+            "GET", f"/jobs/{_q(job_id)}/results", large_body=True, deadline=deadline
+        ).content
 
-    def job_interim_results(self, job_id: str) -> str:
+    def job_interim_results(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         """``GET /jobs/{id}/interim_results``: the interim results text.
 
         Args:
             job_id: The job.
+            deadline: The caller's deadline (see :meth:`HttpSession.request`).
 
         Returns:
             The body text.
@@ -371,18 +419,22 @@ class RuntimeClient:
         Raises:
             RequestsApiError: The request failed.
         """
-        return self._session.request("GET", f"/jobs/{_q(job_id)}/interim_results").text
+        return self._session.request(
+            "GET", f"/jobs/{_q(job_id)}/interim_results", deadline=deadline
+        ).text
 
-    def job_cancel(self, job_id: str) -> None:
+    def job_cancel(self, job_id: str, *, deadline: Deadline | None = None) -> None:
         """``POST /jobs/{id}/cancel`` (no body; retried like an idempotent call).
 
         Args:
             job_id: The job.
+            deadline: The caller's deadline (see :meth:`HttpSession.request`).
 
         Raises:
-            RequestsApiError: The request failed (409: the job cannot be cancelled).
+            ConflictError: The job cannot be cancelled (409).
+            RequestsApiError: The request failed otherwise.
         """
-        self._session.request("POST", f"/jobs/{_q(job_id)}/cancel")
+        self._session.request("POST", f"/jobs/{_q(job_id)}/cancel", deadline=deadline)
 
     def job_delete(self, job_id: str) -> None:
         """``DELETE /jobs/{id}``.
@@ -395,25 +447,28 @@ class RuntimeClient:
         """
         self._session.request("DELETE", f"/jobs/{_q(job_id)}")
 
-    def job_logs(self, job_id: str) -> str:
+    def job_logs(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         """``GET /jobs/{id}/logs``: the job's log text.
 
         Args:
             job_id: The job.
+            deadline: The caller's deadline (see :meth:`HttpSession.request`).
 
         Returns:
             The logs.
 
         Raises:
-            RequestsApiError: The request failed (404: no logs).
+            NotFoundError: No logs (404).
+            RequestsApiError: The request failed otherwise.
         """
-        return self._session.request("GET", f"/jobs/{_q(job_id)}/logs").text
+        return self._session.request("GET", f"/jobs/{_q(job_id)}/logs", deadline=deadline).text
 
-    def job_metadata(self, job_id: str) -> str:
+    def job_metadata(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         """``GET /jobs/{id}/metrics``: the job's metrics as JSON text.
 
         Args:
             job_id: The job.
+            deadline: The caller's deadline (see :meth:`HttpSession.request`).
 
         Returns:
             The body text.
@@ -421,7 +476,7 @@ class RuntimeClient:
         Raises:
             RequestsApiError: The request failed.
         """
-        return self._session.request("GET", f"/jobs/{_q(job_id)}/metrics").text
+        return self._session.request("GET", f"/jobs/{_q(job_id)}/metrics", deadline=deadline).text
 
     def close_session(self, session_id: str) -> None:
         """``DELETE /sessions/{id}/close``.
@@ -753,7 +808,7 @@ class AuthClient:
                 status_code=response.status_code,
                 url=scrub_url(response.url or ""),
                 body_excerpt=redact(response.text[:500]),
-            ) from None
+            ) from err
         unique = list(dict.fromkeys(entries))
         if len(unique) > 1:
             unique.append(unique.pop(0))

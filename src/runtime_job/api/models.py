@@ -270,7 +270,7 @@ def parse(model: type[M], data: Any, what: str, job_id: str | None = None) -> M:
         return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        raise _malformed(what, job_id, first["loc"], first["msg"]) from None
+        raise _malformed(what, job_id, first["loc"], first["msg"]) from err
 
 
 def parse_jobs(data: Any) -> JobPage:
@@ -293,8 +293,8 @@ def parse_jobs(data: Any) -> JobPage:
             item = jobs[index] if isinstance(index, int) else None
         job_id = item.get("id") if isinstance(item, dict) else None
         if not isinstance(job_id, str) or not job_id:
-            raise _malformed("job list", None, loc, first["msg"]) from None
-        raise _malformed("job", job_id, loc[2:], first["msg"]) from None
+            raise _malformed("job list", None, loc, first["msg"]) from err
+        raise _malformed("job", job_id, loc[2:], first["msg"]) from err
 
 
 def _malformed(

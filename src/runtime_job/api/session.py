@@ -45,11 +45,16 @@ from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from .._version import __version__
 from ..exceptions import (
+    ApiConnectionError,
     ApiError,
     ApiIBMProtocolError,
     AuthenticationLicenseError,
+    ConflictError,
     IBMNotAuthorizedError,
+    NotFoundError,
+    RateLimitError,
     RequestsApiError,
+    ServerError,
     UserTimeoutExceededError,
 )
 from ..timing import Deadline, clock
@@ -460,7 +465,7 @@ def decode_json(response: requests.Response, what: str = "response") -> Any:
     text = _response_text(response)
     try:
         return json.loads(text)
-    except ValueError:
+    except ValueError as err:
         url = scrub_url(response.url or "")
         excerpt = redact(_excerpt(text))
         method = response.request.method if response.request is not None else None
@@ -471,7 +476,7 @@ def decode_json(response: requests.Response, what: str = "response") -> Any:
             status_code=response.status_code,
             url=url,
             body_excerpt=excerpt,
-        ) from None
+        ) from err
 
 
 # ------------------------------------------------------------------------------- transport
@@ -708,6 +713,7 @@ class HttpSession:
         idempotent: bool | None = None,
         timeout: tuple[float, float] | None = None,
         large_body: bool = False,
+        deadline: Deadline | None = None,
     ) -> requests.Response:
         """Send a request, retrying under the policy; return a successful response.
 
@@ -725,6 +731,10 @@ class HttpSession:
             timeout: ``(connect, read)`` seconds for this request (default: the parameters').
             large_body: The body may be large (a job result): read it into one buffer sized
                 by ``Content-Length``, without intermediate copies (see :func:`_read_large_body`).
+            deadline: The caller's deadline: connect and read timeouts are shortened to the
+                time left, no retry sleeps past it, and the body stops being read once it
+                passes (then :class:`UserTimeoutExceededError`). ``None``: no deadline
+                (for now, the one of an enclosing ``call_deadline`` block, if any).
 
         Returns:
             The response, with a status below 400 and its body read.
@@ -732,11 +742,17 @@ class HttpSession:
         Raises:
             IBMNotAuthorizedError: HTTP 401 (except on the login endpoint); never retried.
             AuthenticationLicenseError: HTTP 401 on login because a license must be accepted.
-            RequestsApiError: Any other HTTP error, a network failure (``status_code`` -1),
-                or retries exhausted (the last status, or -1 without a response).
+            RequestsApiError: Any other HTTP error (:class:`NotFoundError` for 404,
+                :class:`ConflictError` for 409, :class:`RateLimitError` for 429,
+                :class:`ServerError` for 5xx), a network failure (:class:`ApiConnectionError`,
+                ``status_code`` -1), or retries exhausted (the last status, or -1 without a
+                response).
+            UserTimeoutExceededError: ``deadline`` passed.
         """
         if self._closed:
-            raise RequestsApiError("The HTTP session is closed.", method=method.upper())
+            raise ApiConnectionError(
+                "The HTTP session is closed.", method=method.upper(), retryable=False
+            )
         method = method.upper()
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         safe_url = scrub_url(url)
@@ -748,7 +764,11 @@ class HttpSession:
             all_headers.setdefault("Content-Type", "application/json")
         send_timeout = self._timeout(timeout)
         attempts = _Attempts(self.retry_policy)
-        deadline = current_call_deadline()
+        if deadline is None:
+            # Fallback until the job passes its deadline explicitly (issue 17, step 3).
+            deadline = current_call_deadline()
+        elif deadline.remaining() is None:
+            deadline = None
 
         while True:
             attempts.sent += 1
@@ -927,7 +947,13 @@ class HttpSession:
         message = f"{method} {safe_url} failed: {_describe(err)}"
         if attempts.sent > 1:
             message += f". Gave up after {attempts.sent} attempts."
-        return RequestsApiError(redact(message, self.secrets()), -1, method=method, url=safe_url)
+        return ApiConnectionError(
+            redact(message, self.secrets()),
+            -1,
+            method=method,
+            url=safe_url,
+            retryable=_failure_kind(err) is not None,
+        )
 
     def _http_error(
         self, response: requests.Response, method: str, safe_url: str, attempts: _Attempts
@@ -957,7 +983,7 @@ class HttpSession:
                     return AuthenticationLicenseError(redact(license_message, secrets))
             else:
                 return IBMNotAuthorizedError(message)
-        return RequestsApiError(
+        return status_error_class(status)(
             message,
             status,
             method=method,
@@ -965,6 +991,7 @@ class HttpSession:
             body_excerpt=redact(_excerpt(text), secrets),
             request_id=request_id,
             retry_after=retry_after,
+            retryable=retryable_status(status),
         )
 
     # ---------------------------------------------------------------------- lifecycle
@@ -991,6 +1018,47 @@ class HttpSession:
             f"<{type(self).__name__} base_url={scrub_url(self.base_url)!r} "
             f"channel={self._params.channel!r} closed={self._closed}>"
         )
+
+
+RETRYABLE_CLIENT_STATUSES: Final = frozenset({408, 425, 429})
+"""4xx statuses after which the same request may succeed later (timeout, too early, rate)."""
+NOT_RETRYABLE_SERVER_STATUSES: Final = frozenset({501, 505})
+"""5xx statuses that sending again cannot change (not implemented, version unsupported)."""
+
+
+def retryable_status(status: int) -> bool:
+    """Whether a request that failed with ``status`` may succeed if sent again later.
+
+    Args:
+        status: An HTTP error status.
+
+    Returns:
+        ``True`` for 408, 425, 429 and 5xx (except 501 and 505).
+    """
+    if status >= 500:
+        return status not in NOT_RETRYABLE_SERVER_STATUSES
+    return status in RETRYABLE_CLIENT_STATUSES
+
+
+def status_error_class(status: int) -> type[RequestsApiError]:
+    """The exception class for an HTTP error ``status`` (401 aside, mapped separately).
+
+    Args:
+        status: An HTTP error status.
+
+    Returns:
+        :class:`NotFoundError` (404), :class:`ConflictError` (409), :class:`RateLimitError`
+        (429), :class:`ServerError` (5xx), else :class:`RequestsApiError`.
+    """
+    if status == HTTPStatus.NOT_FOUND:
+        return NotFoundError
+    if status == HTTPStatus.CONFLICT:
+        return ConflictError
+    if status == TOO_MANY_REQUESTS:
+        return RateLimitError
+    if status >= 500:
+        return ServerError
+    return RequestsApiError
 
 
 def _deadline_error(method: str, safe_url: str, detail: str = "") -> UserTimeoutExceededError:
