@@ -603,6 +603,25 @@ def create_app(
         else:
             await _no_stream(websocket, ctx)
 
+    unrouted = app.router.default
+
+    async def no_route(scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket no route matches (``/stream/jobs/..%2Fx``): 401, else the 404 body.
+
+        Starlette would close it before the handshake, which uvicorn answers with a bare 403.
+        """
+        if scope["type"] != "websocket":
+            await unrouted(scope, receive, send)
+            return
+        websocket = WebSocket(scope, receive, send)
+        if auth.user_for_headers(websocket.headers) is None:
+            await _deny(websocket, 401, "UNAUTHORIZED", "Missing or invalid authentication token.")
+        elif scope.get("path", "").startswith("/stream/jobs/"):
+            await _deny(websocket, 404, "JOB_NOT_FOUND", "Job not found: invalid job id.")
+        else:
+            await _deny(websocket, 404, "NOT_FOUND", "Not Found")
+
+    app.router.default = no_route
     return _Guard(app, ctx.max_body)
 
 
@@ -620,6 +639,42 @@ async def _pieces(result: ResultReader) -> AsyncIterator[bytes]:
 
 def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_SURROGATE_ESCAPE_RE = re.compile(r"\\ud[89a-f]")
+"""A ``\\uD800``-``\\uDFFF`` escape in ASCII JSON text: a surrogate, maybe a lone one."""
+
+
+def _params_text(params: dict[str, Any] | list[Any]) -> str:
+    """The params as compact JSON text to store, or a 400 naming what JSON cannot hold.
+
+    NaN, Infinity and numbers beyond a double (``1e400`` parses as infinity) are not JSON:
+    echoed back they would make ``GET /jobs/{id}`` invalid. Text that is not valid Unicode
+    (a lone surrogate, sent as the escape ``\\ud800``) cannot be stored or printed by the
+    program either.
+    """
+    try:
+        text = json.dumps(params, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise ApiProblem(422, "INVALID_FIELD", "'params' is nested too deeply.") from None
+    except ValueError:
+        raise ApiProblem(
+            400,
+            "INVALID_PARAMS",
+            "'params' holds NaN, Infinity or a number too large for a double (such as 1e400):"
+            " JSON has no such values.",
+        ) from None
+    if _SURROGATE_ESCAPE_RE.search(text) is not None:
+        # Surrogate pairs were joined by the parser: any surrogate left is a lone one.
+        try:
+            json.dumps(params, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiProblem(
+                400,
+                "INVALID_PARAMS",
+                "'params' holds text that is not valid Unicode (a lone surrogate such as \\ud800).",
+            ) from None
+    return text
 
 
 def _new_job_from_body(data: Any, user: str, programs: ProgramRegistry) -> NewJob:
@@ -646,10 +701,7 @@ def _new_job_from_body(data: Any, user: str, programs: ProgramRegistry) -> NewJo
         params = {}
     if not isinstance(params, dict | list):
         raise ApiProblem(422, "INVALID_FIELD", "'params' must be a JSON object.")
-    try:
-        params_text = json.dumps(params, separators=(",", ":"))
-    except (ValueError, RecursionError):
-        raise ApiProblem(422, "INVALID_FIELD", "'params' cannot be stored.") from None
+    params_text = _params_text(params)
     backend = request.backend or BACKEND_NAME
     if backend != BACKEND_NAME:
         raise ApiProblem(422, "BACKEND_NOT_FOUND", f"Unknown backend: {backend[:64]}")
