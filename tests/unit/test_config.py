@@ -18,7 +18,7 @@ import pytest
 
 from runtime_job import RuntimeService
 from runtime_job import _logging as rj_logging
-from runtime_job.api.session import RedactingFilter
+from runtime_job._redact import RedactingFilter
 from runtime_job.config import (
     ENV_VARS,
     AccountFile,

@@ -14,7 +14,7 @@ from responses.registries import OrderedRegistry
 
 from runtime_job.api.client import AuthClient, RuntimeClient
 from runtime_job.api.params import ClientParameters
-from runtime_job.api.session import RetryPolicy
+from runtime_job.api.retry import RetryPolicy
 from runtime_job.timing import clock
 
 LOCAL_URL = "http://runtime.test"

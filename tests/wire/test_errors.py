@@ -8,7 +8,7 @@ import pytest
 import responses
 
 from runtime_job.api.client import AuthClient, RuntimeClient
-from runtime_job.api.session import server_error_detail
+from runtime_job.api.errors import server_error_detail
 from runtime_job.exceptions import (
     ApiIBMProtocolError,
     AuthenticationLicenseError,

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import pytest
 import urllib3
 
+from runtime_job.api.body import LARGE_CHUNK_BYTES
 from runtime_job.api.client import RuntimeClient
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import call_deadline
-from runtime_job.api.session import LARGE_CHUNK_BYTES, RetryPolicy
+from runtime_job.api.retry import RetryPolicy
 from runtime_job.exceptions import IBMNotAuthorizedError, RequestsApiError
 from runtime_job.server import LocalRuntimeServer
 from runtime_job.server.store import ResultReader

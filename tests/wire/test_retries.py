@@ -12,13 +12,8 @@ import requests
 import responses
 
 from runtime_job.api.client import RuntimeClient
-from runtime_job.api.session import (
-    DEFAULT_RETRY_POLICY,
-    IDEMPOTENCY_SUPPORTED_HEADER,
-    HttpSession,
-    RetryPolicy,
-    parse_retry_after,
-)
+from runtime_job.api.retry import DEFAULT_RETRY_POLICY, RetryPolicy, parse_retry_after
+from runtime_job.api.session import IDEMPOTENCY_SUPPORTED_HEADER, HttpSession
 from runtime_job.exceptions import (
     IBMNotAuthorizedError,
     RequestsApiError,

@@ -9,9 +9,10 @@ import pytest
 import requests
 import responses
 
+from runtime_job._redact import RedactingFilter, redact, scrub_url
 from runtime_job.api.client import AuthClient, RuntimeClient
 from runtime_job.api.params import ClientParameters
-from runtime_job.api.session import HttpSession, RedactingFilter, redact, scrub_url
+from runtime_job.api.session import HttpSession
 from runtime_job.exceptions import RuntimeJobLibraryError
 
 from .conftest import (

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from runtime_job.api.client import RuntimeClient
-from runtime_job.api.session import RetryPolicy
+from runtime_job.api.retry import RetryPolicy
 from runtime_job.exceptions import RequestsApiError
 
 from .conftest import StalledServer, local_params

@@ -27,11 +27,14 @@ from urllib.parse import quote
 import requests
 from pydantic import BaseModel
 
+from .._redact import redact, scrub_url
 from ..exceptions import (
     ApiIBMProtocolError,
     IBMInputValueError,
     IBMNotAuthorizedError,
 )
+from .body import decode_json
+from .errors import LOGIN_PATH
 from .models import (
     BackendListResponse,
     BackendStatusResponse,
@@ -43,15 +46,8 @@ from .models import (
     parse,
 )
 from .params import ClientParameters
-from .session import (
-    IDEMPOTENCY_KEY_HEADER,
-    LOGIN_PATH,
-    HttpSession,
-    RetryPolicy,
-    decode_json,
-    redact,
-    scrub_url,
-)
+from .retry import RetryPolicy
+from .session import IDEMPOTENCY_KEY_HEADER, HttpSession
 
 if TYPE_CHECKING:
     from ..timing import Deadline

@@ -30,8 +30,8 @@ from typing import Any
 
 import uvicorn
 
+from .._redact import RedactingFilter
 from .._version import __version__
-from ..api.session import RedactingFilter
 from .app import AppContext, Notifier, StreamHub, create_app
 from .auth import Authenticator
 from .paths import DataDir
