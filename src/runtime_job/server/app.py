@@ -29,7 +29,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +55,9 @@ from .store import (
     JobRecord,
     NewJob,
     ResultReader,
+    StorageUnavailable,
     Store,
+    iso_utc,
 )
 
 logger = logging.getLogger(__name__)
@@ -360,6 +362,13 @@ def create_app(
             422, "INVALID_REQUEST", "Invalid request.", _is_legacy(request.url.path)
         )
 
+    @app.exception_handler(StorageUnavailable)
+    async def _storage(request: Request, exc: StorageUnavailable) -> Response:
+        # Disk full or failing: the store rolled back, so the request can simply be sent
+        # again once there is room (issue 18 item 2). Not a 500: nothing is broken here.
+        code = "STORAGE_FULL" if exc.full else "STORAGE_UNAVAILABLE"
+        return error_response(503, code, str(exc), _is_legacy(request.url.path))
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("Unexpected error on %s %s", request.method, request.url.path)
@@ -379,10 +388,11 @@ def create_app(
     async def login(request: Request) -> Response:
         data = _parse_json(await _read_body(request, 64 * 1024))
         token = data.get("apiToken") if isinstance(data, dict) else None
+        created = auth.now()
         access = auth.login(token) if isinstance(token, str) else None
         if access is None:
             return error_response(401, "LOGIN_FAILED", "Login failed.", legacy=True)
-        return _json({"id": access, "ttl": 1209600, "created": _now_iso()})
+        return _json({"id": access, "ttl": int(auth.ttl), "created": iso_utc(created)})
 
     @app.get("/api/users/me")
     async def users_me(request: Request) -> Response:
@@ -501,9 +511,21 @@ def create_app(
             flt.hgp = (parts[0], parts[1], parts[2])
         exclude = query.get("exclude_params")
         with_params = not (exclude is not None and _parse_bool(exclude, "exclude_params"))
-        page, count = store.list_jobs(user, flt, limit, offset, with_params)
-        items = ",".join(job.to_wire(params) for job, params in page)
-        return Response(f'{{"jobs":[{items}],"count":{count}}}', 200, media_type=_JSON)
+        cursor = None
+        if (value := query.get("cursor")) is not None:
+            cursor = _parse_int(value, "cursor")
+        budget = config.LIST_PARAMS_BUDGET if with_params else None
+        page, count, more = store.job_page(user, flt, limit, offset, cursor, budget)
+        tail = f'],"count":{count}'
+        if more and page:
+            tail += f',"{LIST_CURSOR_FIELD}":"{page[-1].num}"'
+        tail += "}"
+        if not with_params:
+            items = ",".join(job.to_wire(None) for job in page)
+            return Response('{"jobs":[' + items + tail, 200, media_type=_JSON)
+        # Params can be large: they are read one job at a time and the body is streamed,
+        # built in a worker thread (a sync iterator), so the event loop serves others.
+        return StreamingResponse(_listing_body(store, page, tail), 200, media_type=_JSON)
 
     @app.get("/jobs/{job_id}")
     async def get_job(job_id: str, request: Request) -> Response:
@@ -625,6 +647,21 @@ def create_app(
     return _Guard(app, ctx.max_body)
 
 
+LIST_CURSOR_FIELD = "next_cursor"
+"""Field of a ``GET /jobs`` page that has more after it: the cursor to pass as ``cursor=``
+for the next page (a wire extension, see wire-extensions.md)."""
+
+
+def _listing_body(store: Store, page: list[JobRecord], tail: str) -> Iterator[bytes]:
+    """The body of a listing page with params, a job at a time (run in a worker thread)."""
+    yield b'{"jobs":['
+    for index, job in enumerate(page):
+        text = job.to_wire(store.get_params(job.id) or "{}")
+        yield (text if index == 0 else "," + text).encode("utf-8")
+        del text
+    yield tail.encode("utf-8")
+
+
 async def _pieces(result: ResultReader) -> AsyncIterator[bytes]:
     """A stored result in pieces of :data:`_RESULT_CHUNK` bytes; closes it at the end."""
     try:
@@ -635,10 +672,6 @@ async def _pieces(result: ResultReader) -> AsyncIterator[bytes]:
             await asyncio.sleep(0)
     finally:
         result.close()
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 _SURROGATE_ESCAPE_RE = re.compile(r"\\ud[89a-f]")
@@ -825,20 +858,31 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
         ctx.runner.stream_opened(job_id)  # a job held until its client listens may run
         while True:
             event.clear()
-            snap = store.snapshot(job_id, after, with_result=True)
-            current = snap.job
+            current = store.get_job(job_id)
             if current is None:
                 await websocket.close(1000)
                 return
-            for seq, payload in snap.frames:
-                if sequenced:
-                    await websocket.send_text(f'{{"seq":{seq},"final":false}}\n{payload}')
-                else:
-                    await websocket.send_text(payload)
-                after = seq
+            # Interim results go out in bounded batches, each read only once the previous one
+            # is sent (a send waits while the socket's buffer is full): a client that reads
+            # nothing makes the server hold one batch, not the job's output.
+            while after < current.n_interim:
+                batch = store.interim_batch(
+                    job_id, after, config.STREAM_BATCH_ROWS, config.STREAM_BATCH_BYTES
+                )
+                if not batch:
+                    break
+                for seq, payload in batch:
+                    if sequenced:
+                        await websocket.send_text(f'{{"seq":{seq},"final":false}}\n{payload}')
+                    else:
+                        await websocket.send_text(payload)
+                    after = seq
+                del batch
             if current.final:
                 final_seq = current.final_seq
                 if after < final_seq:
+                    completed = current.status == COMPLETED
+                    result = (store.get_result(job_id) or "") if completed else ""
                     if sequenced:
                         header = json.dumps(
                             {
@@ -848,10 +892,10 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
                                 "reason": current.reason,
                             }
                         )
-                        body = snap.result if current.status == COMPLETED else ""
-                        await websocket.send_text(f"{header}\n{body or ''}")
-                    elif current.status == COMPLETED:
-                        await websocket.send_text(snap.result or "")
+                        await websocket.send_text(f"{header}\n{result}")
+                    elif completed:
+                        await websocket.send_text(result)
+                    del result
                     after = final_seq
                 if not sequenced:
                     recorded = _record_cursor(store, job_id, user, after, recorded)
@@ -862,14 +906,19 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
             if hub.closing:
                 await websocket.close(1001)
                 return
+            # Wait for the job to change. What the client sends is read and dropped here,
+            # without a look at the database (a flood of tiny frames costs no query).
             waiter = asyncio.ensure_future(event.wait())
-            done, _ = await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
+            try:
+                while not waiter.done():
+                    await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                    if receiver.done():
+                        message = receiver.result()
+                        if message["type"] == "websocket.disconnect":
+                            return
+                        receiver = asyncio.ensure_future(websocket.receive())
+            finally:
                 waiter.cancel()
-                message = receiver.result()
-                if message["type"] == "websocket.disconnect":
-                    return
-                receiver = asyncio.ensure_future(websocket.receive())
     except (WebSocketDisconnect, RuntimeError, OSError):
         return
     finally:
@@ -884,6 +933,7 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
 
 
 __all__ = [
+    "LIST_CURSOR_FIELD",
     "STREAMS_OFF_REASON",
     "ApiProblem",
     "AppContext",

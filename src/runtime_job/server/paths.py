@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 APP_DIR_NAME = "runtime-job"
 """Name of the per-user data directory."""
@@ -97,8 +101,38 @@ class DataDir:
         return self.root / "server.log"
 
     def create(self) -> None:
-        """Create the directory (owner-only) if needed."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Create the directory, mode ``0700`` whatever the umask.
+
+        An existing directory that others may read, write or enter (an older server, or one
+        created by hand with ``0755``) is fixed to ``0700``, with a warning: it holds the
+        database and the token.
+        """
+        try:
+            self.root.mkdir(mode=0o700, parents=True)
+            created = True
+        except FileExistsError:
+            if not self.root.is_dir():
+                raise
+            created = False
+        mode = stat.S_IMODE(self.root.stat().st_mode)
+        if mode == 0o700 or (not created and not mode & 0o077):
+            return
+        try:
+            self.root.chmod(0o700)
+        except OSError as err:
+            logger.warning(
+                "The data directory %s has mode %04o and cannot be made private (0700): %s",
+                self.root,
+                mode,
+                err,
+            )
+            return
+        if not created:
+            logger.warning(
+                "The data directory %s had mode %04o (readable by others); changed to 0700.",
+                self.root,
+                mode,
+            )
 
     def read_token(self) -> str | None:
         """The primary token, or ``None`` when there is no usable token file."""

@@ -11,6 +11,15 @@ connections, their process sentinels and a wake-up socket, and in each round:
    worker;
 5. hands queued jobs (first in, first out) to idle workers.
 
+No exception ends the thread. A write that fails for want of storage (disk full, I/O
+error: :class:`~runtime_job.server.store.StorageUnavailable`) is held, in order, and
+retried (0.1 s doubling to 2 s, and at once when a job is submitted): meanwhile the runner
+reads nothing more from the workers (their programs wait on the pipe), starts no job, and
+once a write works again, the held output is stored and everything goes on, running jobs
+included. Any other failure to store a job's output, or to start a job, ends that job
+``FAILED`` (reason ``server error``) and the runner goes on; an unexpected error of a whole
+round is logged and the next round follows after a short pause.
+
 Programs never run in the server process. Workers are fresh interpreters
 (``python -m runtime_job.server.worker``, never a ``fork`` of the threaded server), each in
 its own process group, talking to the runner over a socket pair.
@@ -47,9 +56,12 @@ from .store import (
     CANCELLED,
     COMPLETED,
     FAILED,
+    QUEUED,
     REASON_RAN_TOO_LONG,
+    REASON_SERVER_ERROR,
     REASON_STOPPED,
     RUNNING,
+    StorageUnavailable,
     Store,
 )
 
@@ -61,6 +73,16 @@ _POLL_WITHOUT_SENTINEL = 0.5
 """Seconds between exit checks of a worker when the platform has no process descriptor."""
 _READY_TIMEOUT = 60.0
 """Seconds :meth:`Runner.start` waits for the workers to be warm."""
+_RETRY_MIN = 0.1
+_RETRY_MAX = 2.0
+"""Seconds between attempts to write while storage fails (doubling from min to max)."""
+_ROUND_PAUSE_MAX = 1.0
+"""Longest pause after a runner round failed, before the next round."""
+
+_Op = tuple[Any, ...]
+"""A write the runner makes, held while storage fails:
+``("interim" | "log", job_id, text)`` or
+``("finish" | "fail", job_id, status, reason, text, epoch seconds, from_states)``."""
 
 
 @dataclass
@@ -73,6 +95,7 @@ class _Worker:
     deadline: float | None = None
     killed: bool = False
     started: float = field(default_factory=time.monotonic)
+    qiskit_version: str | None = None
 
 
 def _worker_output() -> int:
@@ -138,6 +161,10 @@ class Runner:
         self._spawn_failures = 0
         self._spawn_after = 0.0
         self._all_ready = threading.Event()
+        self._backlog: collections.deque[_Op] = collections.deque()  # writes held
+        self._storage_down = False
+        self._retry_at = 0.0
+        self._retry_delay = _RETRY_MIN
 
     # -- API for other threads -----------------------------------------------------------------
 
@@ -224,6 +251,7 @@ class Runner:
             self._workers.append(_Worker(process=process, conn=conn, sentinel=sentinel))
 
     def _loop(self) -> None:
+        failures = 0
         try:
             while True:
                 with self._lock:
@@ -231,38 +259,67 @@ class Runner:
                     stopping = self._stopping
                 if stopping:
                     break
-                for name, job_id in commands:
-                    if name == "submit":
-                        self._pending.append(job_id)
-                        if self._hold:
-                            self._hold_until[job_id] = time.monotonic() + self._hold
-                    elif name == "cancel":
-                        self._cancel(job_id)
-                    elif name == "watched" and job_id in self._hold_until:
-                        self._watched.add(job_id)
-                self._replenish()
-                self._dispatch()
-                waitables: list[Any] = [self._wake_r]
-                for w in self._workers:
-                    waitables.append(w.conn)
-                    if w.sentinel is not None:
-                        waitables.append(w.sentinel)
-                ready = wait(waitables, self._timeout())
-                with contextlib.suppress(OSError):
-                    while self._wake_r.recv(4096):
-                        pass
-                for w in list(self._workers):
-                    exited = w.sentinel is not None and w.sentinel in ready
-                    eof = self._drain(w) if (w.conn in ready or exited) else False
-                    if eof or exited or (w.sentinel is None and w.process.poll() is not None):
-                        if not eof:
-                            self._drain(w)
-                        self._reap(w)
-                self._enforce_deadlines()
-        except Exception:
-            logger.exception("Runner thread crashed")
+                try:
+                    self._take(commands)
+                    self._round()
+                    failures = 0
+                except Exception:
+                    # Last resort: a bug of the runner's own must not stop every user's jobs.
+                    failures += 1
+                    pause = min(_ROUND_PAUSE_MAX, 0.01 * 2**failures)
+                    if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th... in a row
+                        logger.exception(
+                            "Runner round failed (%d in a row); the runner goes on in %.2f s.",
+                            failures,
+                            pause,
+                        )
+                    self._pause(pause)
         finally:
             self._shutdown_workers(5.0)
+
+    def _take(self, commands: list[tuple[str, str]]) -> None:
+        """Apply other threads' commands to the runner's state."""
+        for name, job_id in commands:
+            if name == "submit":
+                self._pending.append(job_id)
+                if self._hold:
+                    self._hold_until[job_id] = time.monotonic() + self._hold
+                # The API just stored this job, so storage may be back: retry now.
+                self._retry_at = 0.0
+            elif name == "cancel":
+                self._cancel(job_id)
+            elif name == "watched" and job_id in self._hold_until:
+                self._watched.add(job_id)
+
+    def _round(self) -> None:
+        """One round: write held output, start workers and jobs, wait, read what came."""
+        if self._storage_down and time.monotonic() >= self._retry_at:
+            self._flush_backlog()
+        self._replenish()
+        self._dispatch()
+        waitables: list[Any] = [self._wake_r]
+        for w in self._workers:
+            if not self._storage_down:  # else leave output in the pipe: the worker waits
+                waitables.append(w.conn)
+            if w.sentinel is not None:
+                waitables.append(w.sentinel)
+        ready = wait(waitables, self._timeout())
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+        for w in list(self._workers):
+            exited = w.sentinel is not None and w.sentinel in ready
+            eof = self._drain(w) if (w.conn in ready or exited) else False
+            if eof or exited or (w.sentinel is None and w.process.poll() is not None):
+                if not eof:
+                    self._drain(w)
+                self._reap(w)
+        self._enforce_deadlines()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait up to ``seconds``, or less if another thread wakes the runner."""
+        with contextlib.suppress(OSError, ValueError):
+            wait([self._wake_r], seconds)
 
     def _timeout(self) -> float | None:
         now = time.monotonic()
@@ -274,6 +331,8 @@ class Runner:
         held = [t for job_id, t in self._hold_until.items() if job_id not in self._watched]
         if held:
             deadlines.append(min(held))
+        if self._storage_down:
+            deadlines.append(self._retry_at)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -282,7 +341,14 @@ class Runner:
         if self._stopping or time.monotonic() < self._spawn_after:
             return
         while len(self._workers) < self._size:
-            self._spawn()
+            try:
+                self._spawn()
+            except OSError as err:  # no processes or descriptors left: try again later
+                self._spawn_failures += 1
+                delay = min(30.0, 0.5 * 2 ** (self._spawn_failures - 1))
+                self._spawn_after = time.monotonic() + delay
+                logger.error("Cannot start a worker process (%s); retrying in %.1f s.", err, delay)
+                return
 
     def _dispatch(self) -> None:
         held: list[str] = []
@@ -303,6 +369,8 @@ class Runner:
 
     def _dispatch_some(self, held: list[str]) -> None:
         while self._pending:
+            if self._storage_down and time.monotonic() < self._retry_at:
+                return  # jobs wait in order until the store takes writes again
             idle = next((w for w in self._workers if w.ready and w.job_id is None), None)
             if idle is None:
                 return
@@ -310,35 +378,183 @@ class Runner:
             if self._held(job_id):
                 held.append(job_id)
                 continue
-            job = self._store.get_job(job_id)
-            if job is None or not self._store.mark_running(job_id, time.time()):
-                continue
-            program = self._programs.get(job.program_id)
-            params = self._store.get_params(job_id) or "{}"
-            if program is None:
+            try:
+                self._start(idle, job_id)
+            except StorageUnavailable as err:
+                self._pending.appendleft(job_id)
+                self._storage_failed(err)
+                return
+            except Exception as err:
+                logger.exception("Could not start job %s; it fails.", job_id)
                 self._finish(
                     job_id,
                     FAILED,
-                    "program not available",
-                    f"Program {job.program_id!r} is not available on this server.\n",
+                    REASON_SERVER_ERROR,
+                    f"The server could not start this job ({type(err).__name__}).\n",
+                    from_states=(QUEUED, RUNNING),
                 )
-                continue
-            spec: str | bytes = program if isinstance(program, str) else pickle.dumps(program)
-            try:
-                idle.conn.send(("run", job_id, spec, params, job.backend))
-            except (OSError, ValueError):
-                self._finish(job_id, FAILED, "worker unavailable", "The worker process died.\n")
-                continue
-            idle.job_id = job_id
-            idle.deadline = time.monotonic() + job.cost if job.cost else None
-            self._notify(job_id)
 
-    def _finish(self, job_id: str, status: str, reason: str | None, text: str | None) -> bool:
+    def _start(self, idle: _Worker, job_id: str) -> None:
+        """Mark a job running and hand it to an idle worker (or fail it)."""
+        job = self._store.get_job(job_id)
+        if job is None:
+            return
+        started = self._store.mark_running(job_id, time.time(), idle.qiskit_version)
+        self._storage_ok()
+        if not started:
+            return
+        program = self._programs.get(job.program_id)
+        if program is None:
+            self._finish(
+                job_id,
+                FAILED,
+                "program not available",
+                f"Program {job.program_id!r} is not available on this server.\n",
+            )
+            return
+        params = self._store.get_params(job_id) or "{}"
+        spec: str | bytes = program if isinstance(program, str) else pickle.dumps(program)
+        try:
+            idle.conn.send(("run", job_id, spec, params, job.backend, job.log_level))
+        except (OSError, ValueError):
+            self._finish(job_id, FAILED, "worker unavailable", "The worker process died.\n")
+            return
+        idle.job_id = job_id
+        idle.deadline = time.monotonic() + job.cost if job.cost else None
+        self._safe_notify(job_id)
+
+    # -- storing what happened: store, then notify ---------------------------------------------
+
+    def _finish(
+        self,
+        job_id: str,
+        status: str,
+        reason: str | None,
+        text: str | None,
+        from_states: tuple[str, ...] = (RUNNING,),
+    ) -> None:
+        self._record([("finish", job_id, status, reason, text, time.time(), from_states)])
+
+    def _record(self, ops: list[_Op]) -> None:
+        """Store ``ops`` and notify their jobs; hold them (in order) while storage fails."""
+        if not ops:
+            return
+        if self._storage_down or self._backlog:
+            self._backlog.extend(ops)
+            return
+        self._write(ops)
+
+    def _write(self, ops: list[_Op]) -> bool:
+        """Store ``ops`` in one transaction, then notify; false (ops held) if storage fails.
+
+        When the batch fails for another reason (a bug, text SQLite refuses), the ops are
+        stored one by one, and the job of one that still fails ends ``FAILED`` with reason
+        ``server error``: one job's bad output never stops the others.
+        """
+        try:
+            touched = self._store_ops(ops)
+        except StorageUnavailable as err:
+            self._backlog.extendleft(reversed(ops))
+            self._storage_failed(err)
+            return False
+        except Exception:
+            touched, stored = self._store_each(ops)
+            if not stored:
+                self._notify_all(touched)
+                return False
+        self._storage_ok()
+        self._notify_all(touched)
+        return True
+
+    def _store_each(self, ops: list[_Op]) -> tuple[set[str], bool]:
+        touched: set[str] = set()
+        queue = collections.deque(ops)
+        while queue:
+            op = queue.popleft()
+            try:
+                touched |= self._store_ops([op])
+            except StorageUnavailable as err:
+                queue.appendleft(op)
+                self._backlog.extendleft(reversed(queue))
+                self._storage_failed(err)
+                return touched, False
+            except Exception as err:
+                job_id = op[1]
+                if op[0] == "fail":
+                    logger.exception("Could not fail job %s; its state is left as it was.", job_id)
+                    continue
+                logger.exception("Could not store the %s of job %s; the job fails.", op[0], job_id)
+                queue.appendleft(
+                    (
+                        "fail",
+                        job_id,
+                        FAILED,
+                        REASON_SERVER_ERROR,
+                        f"The server could not store this job's output ({type(err).__name__}); "
+                        "the job was stopped.\n",
+                        time.time(),
+                        (QUEUED, RUNNING),
+                    )
+                )
+                self._abandon(job_id)
+        return touched, True
+
+    def _store_ops(self, ops: list[_Op]) -> set[str]:
+        """Write ``ops`` in one transaction; the ids of the jobs whose stream changed."""
+        touched: set[str] = set()
         with self._store.write() as tx:
-            done = tx.finish(job_id, status, reason, text, time.time())
-        if done:
+            for op in ops:
+                kind, job_id = op[0], op[1]
+                if kind == "interim":
+                    if tx.add_interim(job_id, op[2]) is not None:
+                        touched.add(job_id)
+                elif kind == "log":
+                    tx.append_log(job_id, op[2])
+                elif tx.finish(job_id, op[2], op[3], op[4], op[5], op[6]):
+                    touched.add(job_id)
+        return touched
+
+    def _flush_backlog(self) -> bool:
+        """Write the held ops, oldest first; true once none is left."""
+        while self._backlog:
+            count = min(_BATCH, len(self._backlog))
+            ops = [self._backlog.popleft() for _ in range(count)]
+            if not self._write(ops):
+                return False
+        return True
+
+    def _storage_failed(self, err: StorageUnavailable) -> None:
+        now = time.monotonic()
+        if self._storage_down:
+            self._retry_delay = min(_RETRY_MAX, self._retry_delay * 2)
+        else:
+            self._storage_down = True
+            self._retry_delay = _RETRY_MIN
+            logger.error(
+                "%s Job output is held and queued jobs wait; retrying until it works.", err
+            )
+        self._retry_at = now + self._retry_delay
+
+    def _storage_ok(self) -> None:
+        if self._storage_down:
+            self._storage_down = False
+            logger.warning("The server's storage works again; jobs go on.")
+
+    def _notify_all(self, job_ids: set[str]) -> None:
+        for job_id in job_ids:
+            self._safe_notify(job_id)
+
+    def _safe_notify(self, job_id: str) -> None:
+        try:
             self._notify(job_id)
-        return done
+        except Exception:
+            logger.exception("Could not notify the streams of job %s", job_id)
+
+    def _abandon(self, job_id: str) -> None:
+        """Stop the worker running a job the server has just failed (it is replaced)."""
+        for w in self._workers:
+            if w.job_id == job_id and not w.killed:
+                self._kill(w)
 
     def _drain(self, w: _Worker) -> bool:
         """Store every message waiting on a worker's connection; true at end of stream."""
@@ -358,32 +574,26 @@ class Runner:
                 return False
 
     def _apply(self, w: _Worker, messages: list[tuple[Any, ...]]) -> None:
-        touched: set[str] = set()
+        ops: list[_Op] = []
         now = time.time()
-        with self._store.write() as tx:
-            for message in messages:
-                kind = message[0]
-                if kind == "ready":
-                    w.ready = True
-                    self._spawn_failures = 0
-                elif kind == "interim":
-                    if tx.add_interim(message[1], message[2]) is not None:
-                        touched.add(message[1])
-                elif kind == "log":
-                    tx.append_log(message[1], message[2])
-                elif kind in ("done", "failed"):
-                    job_id = message[1]
-                    if kind == "done":
-                        changed = tx.finish(job_id, COMPLETED, None, message[2], now)
-                    else:
-                        changed = tx.finish(job_id, FAILED, None, message[2], now)
-                    if changed:
-                        touched.add(job_id)
-                    if w.job_id == job_id:
-                        w.job_id = None
-                        w.deadline = None
-        for job_id in touched:
-            self._notify(job_id)
+        for message in messages:
+            kind = message[0]
+            if kind == "ready":
+                w.ready = True
+                info = message[2] if len(message) > 2 and isinstance(message[2], dict) else {}
+                version = info.get("qiskit_version")
+                w.qiskit_version = version if isinstance(version, str) else None
+                self._spawn_failures = 0
+            elif kind in ("interim", "log"):
+                ops.append((kind, message[1], message[2]))
+            elif kind in ("done", "failed"):
+                job_id = message[1]
+                status = COMPLETED if kind == "done" else FAILED
+                ops.append(("finish", job_id, status, None, message[2], now, (RUNNING,)))
+                if w.job_id == job_id:
+                    w.job_id = None
+                    w.deadline = None
+        self._record(ops)
         if not self._all_ready.is_set() and all(x.ready for x in self._workers):
             self._all_ready.set()
 
@@ -476,6 +686,15 @@ class Runner:
                         REASON_STOPPED,
                         "The server stopped while this job was running.\n",
                     )
+        if self._backlog:
+            with contextlib.suppress(Exception):
+                self._flush_backlog()
+            if self._backlog:
+                logger.error(
+                    "Storage still fails: %d held write(s) of running jobs are lost; those "
+                    "jobs end FAILED (server restarted) when a server next opens this data.",
+                    len(self._backlog),
+                )
         for w in workers:
             try:
                 w.process.wait(max(0.0, min(1.0, deadline - time.monotonic())))

@@ -19,7 +19,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -28,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 QUEUED = "QUEUED"
 RUNNING = "RUNNING"
@@ -47,6 +52,8 @@ REASON_RESTARTED = "server restarted"
 """Reason of a job that was running when the server died."""
 REASON_STOPPED = "server stopped"
 """Reason of a job that was running when the server was stopped."""
+REASON_SERVER_ERROR = "server error"
+"""Reason of a job the server could not run or store (the server log says why)."""
 
 _TITLE = {
     QUEUED: "Queued",
@@ -56,7 +63,8 @@ _TITLE = {
     CANCELLED: "Cancelled",
 }
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added ``jobs.qiskit_version`` (a version-1 database gains the column on open)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,7 +93,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     n_interim INTEGER NOT NULL DEFAULT 0,
     log_size INTEGER NOT NULL DEFAULT 0,
-    log_chunks INTEGER NOT NULL DEFAULT 0
+    log_chunks INTEGER NOT NULL DEFAULT 0,
+    qiskit_version TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, num);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, num);
@@ -121,6 +130,88 @@ IDEMPOTENCY_TTL = 7 * 24 * 3600.0
 def iso_utc(ts: float) -> str:
     """Format epoch seconds as ISO 8601 UTC with microseconds and ``Z``."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be written now (disk full, I/O error); nothing was changed.
+
+    The transaction was rolled back, so the store stays consistent and usable: the same
+    write can be tried again once space returns. The HTTP layer answers 503.
+
+    Attributes:
+        full: Whether the cause is a full disk (else an I/O error).
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        self.full = _is_full(cause)
+        what = "full" if self.full else "unavailable"
+        super().__init__(
+            f"The server's storage is {what} ({cause}): nothing was written. "
+            "Try again once it has room."
+        )
+
+
+_FULL_CODES = (sqlite3.SQLITE_FULL,)
+_UNAVAILABLE_CODES = (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+_FULL_TEXT = "database or disk is full"
+_IO_TEXT = "disk i/o error"
+
+
+def _is_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(err, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _FULL_CODES:
+        return True
+    return _FULL_TEXT in str(err).lower()
+
+
+def is_storage_error(err: BaseException) -> bool:
+    """Whether ``err`` means the disk is full or failing (as opposed to a bug or bad data)."""
+    if not isinstance(err, sqlite3.Error):
+        return isinstance(err, OSError) and err.errno in _STORAGE_ERRNOS
+    code = getattr(err, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _FULL_CODES + _UNAVAILABLE_CODES:
+        return True
+    text = str(err).lower()
+    return _FULL_TEXT in text or _IO_TEXT in text
+
+
+def storable(text: str | None) -> str | None:
+    """``text`` as SQLite can store it: lone surrogates become ``\\udXXX`` escapes.
+
+    Text that reaches storage from programs (output, tracebacks, interim results) may hold
+    lone surrogates, which are not UTF-8; binding them raises ``UnicodeEncodeError``. This
+    is the one place that makes such text storable, keeping everything else as it was.
+    ASCII text (the codec's output) costs one fast scan.
+    """
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _make_private(path: Path) -> None:
+    """Create ``path`` (if missing) and make it readable by its owner only, whatever the umask.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the mode of the database file, so a private
+    database file keeps them private too.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            if companion.stat().st_mode & 0o077:
+                companion.chmod(0o600)
 
 
 @dataclass
@@ -186,6 +277,8 @@ class JobRecord:
         cost: Maximum execution time in seconds.
         log_level: Log level.
         n_interim: Number of interim results published.
+        qiskit_version: Version of qiskit in the worker that ran the job (``None`` when
+            qiskit was not importable there, or not read: listings leave it out).
     """
 
     num: int
@@ -209,6 +302,7 @@ class JobRecord:
     cost: int | None
     log_level: str | None
     n_interim: int
+    qiskit_version: str | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> JobRecord:
@@ -269,7 +363,7 @@ class JobRecord:
         if usage is None and self.running_ts is not None and not self.final:
             usage = max(0.0, time.time() - self.running_ts)
         seconds = usage or 0.0
-        return {
+        metrics: dict[str, Any] = {
             "timestamps": {
                 "created": self.created,
                 "running": iso_utc(self.running_ts) if self.running_ts is not None else None,
@@ -280,6 +374,9 @@ class JobRecord:
             "executions": self.n_interim,
             "status": self.status,
         }
+        if self.qiskit_version is not None:
+            metrics["qiskit_version"] = self.qiskit_version
+        return metrics
 
 
 @dataclass
@@ -327,9 +424,15 @@ class StreamSnapshot:
 class Store:
     """The server's SQLite database.
 
+    The database file and its ``-wal`` and ``-shm`` companions are made ``0600`` whatever
+    the umask (and fixed if an older server left them wider).
+
     Args:
         path: The database file (created if missing).
     """
+
+    connection_factory: type[sqlite3.Connection] = sqlite3.Connection
+    """Class of the store's connections (a seam: tests inject storage faults with it)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -338,14 +441,19 @@ class Store:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        _make_private(path)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         with self.write() as tx:
             tx.executescript_safe(_SCHEMA)
+            columns = {row[1] for row in tx.conn.execute("PRAGMA table_info(jobs)")}
+            if "qiskit_version" not in columns:
+                tx.conn.execute("ALTER TABLE jobs ADD COLUMN qiskit_version TEXT")
             tx.conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+        _make_private(path)  # the -wal and -shm files now exist
 
     # -- connections -------------------------------------------------------------------------
 
@@ -355,7 +463,11 @@ class Store:
             if self._closed:
                 raise RuntimeError("store is closed")
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+                factory=self.connection_factory,
             )
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
@@ -375,16 +487,26 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[_Tx]:
-        """A write transaction (``BEGIN IMMEDIATE``), committed on success."""
+        """A write transaction (``BEGIN IMMEDIATE``), committed on success.
+
+        Whatever fails, the transaction is rolled back (a failed ``COMMIT`` leaves it open,
+        which would refuse every later ``BEGIN`` on this connection), so the connection stays
+        usable.
+
+        Raises:
+            StorageUnavailable: The disk is full or failing; nothing was written.
+        """
         conn = self._conn()
         with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 yield _Tx(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as err:
+                _rollback(conn)
+                if is_storage_error(err):
+                    raise StorageUnavailable(err) from err
                 raise
-            conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -629,12 +751,19 @@ class Store:
         ]
         return page, count
 
-    def mark_running(self, job_id: str, now: float) -> bool:
-        """Move a queued job to running; false if it is no longer queued."""
+    def mark_running(self, job_id: str, now: float, qiskit_version: str | None = None) -> bool:
+        """Move a queued job to running; false if it is no longer queued.
+
+        Args:
+            job_id: The job.
+            now: When it starts, epoch seconds.
+            qiskit_version: Version of qiskit where it runs, for its metrics.
+        """
         with self.write() as tx:
             cur = tx.conn.execute(
-                "UPDATE jobs SET status = ?, running_ts = ? WHERE id = ? AND status = ?",
-                (RUNNING, now, job_id, QUEUED),
+                "UPDATE jobs SET status = ?, running_ts = ?, qiskit_version = ? "
+                "WHERE id = ? AND status = ?",
+                (RUNNING, now, qiskit_version, job_id, QUEUED),
             )
             return cur.rowcount == 1
 
@@ -742,6 +871,109 @@ class Store:
         rows = self._conn().execute("SELECT id FROM jobs WHERE status = ?", (RUNNING,))
         return [str(row[0]) for row in rows]
 
+    # -- server edge: access-token expiry, bounded stream batches, budgeted listing ----------
+
+    def access_token_record(self, token_hash: str) -> tuple[str, float] | None:
+        """``(user id, login time)`` of an access token (by its hash), or ``None``."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT user_id, created FROM access_tokens WHERE token_hash = ?", (token_hash,)
+            )
+            .fetchone()
+        )
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    def delete_access_token(self, token_hash: str) -> None:
+        """Forget an access token (by its hash), e.g. once it has expired."""
+        with self.write() as tx:
+            tx.conn.execute("DELETE FROM access_tokens WHERE token_hash = ?", (token_hash,))
+
+    def interim_batch(
+        self, job_id: str, after: int, max_rows: int, max_bytes: int
+    ) -> list[tuple[int, str]]:
+        """The next interim results after ``after``: at most ``max_rows`` rows and, beyond
+        the first row, at most ``max_bytes`` characters of payload.
+
+        Rows are stepped one at a time, so no more than one batch is ever held in memory.
+        """
+        batch: list[tuple[int, str]] = []
+        size = 0
+        cur = self._conn().execute(
+            "SELECT seq, payload FROM interim WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after, max_rows),
+        )
+        try:
+            for seq, payload in cur:
+                text = str(payload)
+                if batch and size + len(text) > max_bytes:
+                    break
+                batch.append((int(seq), text))
+                size += len(text)
+        finally:
+            cur.close()
+        return batch
+
+    def job_page(
+        self,
+        user_id: str,
+        flt: JobFilter,
+        limit: int,
+        offset: int,
+        after_num: int | None,
+        params_budget: int | None,
+    ) -> tuple[list[JobRecord], int, bool]:
+        """One page of a user's jobs, for a listing whose params are read one at a time.
+
+        Args:
+            user_id: The owner.
+            flt: The filters.
+            limit: Most jobs on the page.
+            offset: Matching jobs to skip first (after ``after_num``).
+            after_num: A listing cursor: only jobs past this submission number in the
+                listing's order (older when newest first), so that jobs submitted or deleted
+                meanwhile shift nothing.
+            params_budget: When set, the page ends before the job whose params would take
+                the page's params past this many characters (the first job always fits).
+
+        Returns:
+            ``(jobs, count matching the filters, whether more jobs follow the page)``.
+        """
+        clause, args = _job_where(user_id, flt)
+        order = "ASC" if flt.ascending else "DESC"
+        paged, paged_args = clause, list(args)
+        if after_num is not None:
+            paged += " AND num > ?" if flt.ascending else " AND num < ?"
+            paged_args.append(after_num)
+        size_column = ", length(params)" if params_budget is not None else ""
+        page: list[JobRecord] = []
+        more = False
+        with self.read() as conn:
+            count = int(
+                conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {clause}", args).fetchone()[0]
+            )
+            cur = conn.execute(
+                f"SELECT {_JOB_COLUMNS}{size_column} FROM jobs WHERE {paged} "
+                f"ORDER BY num {order} LIMIT ? OFFSET ?",
+                [*paged_args, limit + 1, offset],
+            )
+            width = _JOB_COLUMNS.count(",") + 1
+            try:
+                used = 0
+                for row in cur:
+                    if len(page) == limit:
+                        more = True
+                        break
+                    if params_budget is not None:
+                        used += int(row[width] or 0)
+                        if page and used > params_budget:
+                            more = True
+                            break
+                    page.append(JobRecord.from_row(row[:width]))
+            finally:
+                cur.close()
+        return page, count, more
+
 
 class IdempotencyConflict(Exception):
     """An idempotency key was reused with a different request body."""
@@ -771,7 +1003,8 @@ class _Tx:
             return None
         seq = int(row[0])
         self.conn.execute(
-            "INSERT INTO interim(job_id, seq, payload) VALUES (?, ?, ?)", (job_id, seq, payload)
+            "INSERT INTO interim(job_id, seq, payload) VALUES (?, ?, ?)",
+            (job_id, seq, storable(payload)),
         )
         return seq
 
@@ -785,9 +1018,9 @@ class _Tx:
         size, chunks = int(row[1]), int(row[2])
         if size >= MAX_LOG_BYTES:
             return False
-        data = text
-        if size + len(text) > MAX_LOG_BYTES:
-            data = text[: MAX_LOG_BYTES - size] + "\n[runtime-job: log limit reached]\n"
+        data = storable(text) or ""
+        if size + len(data) > MAX_LOG_BYTES:
+            data = data[: MAX_LOG_BYTES - size] + "\n[runtime-job: log limit reached]\n"
         self.conn.execute(
             "INSERT INTO logs(job_id, seq, text) VALUES (?, ?, ?)", (job_id, chunks + 1, data)
         )
@@ -808,6 +1041,7 @@ class _Tx:
     ) -> bool:
         """Move a job to a final state, if it is in one of ``from_states``."""
         marks = ",".join("?" * len(from_states))
+        reason, result = storable(reason), storable(result)
         cur = self.conn.execute(
             f"UPDATE jobs SET status = ?, reason = ?, result = ?, finished_ts = ?, "
             f"usage = CASE WHEN running_ts IS NULL THEN 0 ELSE MAX(0, ? - running_ts) END "
@@ -817,12 +1051,60 @@ class _Tx:
         return cur.rowcount == 1
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End the connection's open transaction, if any (a failed ``ROLLBACK`` is logged)."""
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        logger.exception("Could not roll back a failed transaction")
+
+
+def _job_where(user_id: str, flt: JobFilter) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause and arguments selecting a user's jobs by a listing's filters."""
+    where = ["user_id = ?"]
+    args: list[Any] = [user_id]
+    if flt.backend is not None:
+        where.append("backend = ?")
+        args.append(flt.backend)
+    if flt.pending is not None:
+        states = ACTIVE_STATES if flt.pending else FINAL_STATES
+        where.append(f"status IN ({','.join('?' * len(states))})")
+        args.extend(states)
+    if flt.program is not None:
+        where.append("program_id = ?")
+        args.append(flt.program)
+    if flt.session_id is not None:
+        where.append("session_id = ?")
+        args.append(flt.session_id)
+    if flt.created_after is not None:
+        where.append("created >= ?")
+        args.append(flt.created_after)
+    if flt.created_before is not None:
+        where.append("created <= ?")
+        args.append(flt.created_before)
+    if flt.hgp is not None:
+        where.append("hub = ? AND grp = ? AND project = ?")
+        args.extend(flt.hgp)
+    tags = sorted(set(flt.tags))
+    if tags:
+        where.append(
+            f"(SELECT COUNT(*) FROM job_tags t WHERE t.job_id = jobs.id "
+            f"AND t.tag IN ({','.join('?' * len(tags))})) = ?"
+        )
+        args.extend(tags)
+        args.append(len(tags))
+    return " AND ".join(where), args
+
+
 def _get_job(conn: sqlite3.Connection, job_id: str, user_id: str | None) -> JobRecord | None:
+    columns = _JOB_COLUMNS + ", qiskit_version"
     if user_id is None:
-        row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = conn.execute(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     else:
         row = conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
+            f"SELECT {columns} FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
         ).fetchone()
     return None if row is None else JobRecord.from_row(row)
 
@@ -863,6 +1145,7 @@ __all__ = [
     "REASON_CANCELLED",
     "REASON_RAN_TOO_LONG",
     "REASON_RESTARTED",
+    "REASON_SERVER_ERROR",
     "REASON_STOPPED",
     "RUNNING",
     "IdempotencyConflict",
@@ -870,7 +1153,10 @@ __all__ = [
     "JobRecord",
     "NewJob",
     "ResultReader",
+    "StorageUnavailable",
     "Store",
     "StreamSnapshot",
+    "is_storage_error",
     "iso_utc",
+    "storable",
 ]

@@ -3,14 +3,16 @@
 A worker is started (``spawn``) by :class:`~runtime_job.server.runner.Runner`, says it is
 ready, then runs the jobs it is sent, one at a time, and reports back over its connection:
 
-- ``("ready", pid)`` once, after start-up;
+- ``("ready", pid, info)`` once, after start-up and the ``path`` message; ``info`` is
+  ``{"qiskit_version": str or None}`` (``None`` when qiskit is not importable here);
 - ``("interim", job_id, payload_text)`` for each ``publish()``;
 - ``("log", job_id, text)`` for what the program prints (stdout and stderr);
 - ``("done", job_id, result_text)`` or ``("failed", job_id, traceback_text)`` at the end.
 
-It receives ``("run", job_id, program, params_text, backend_name)`` (``program`` is an
-import path, or a pickled callable as bytes) and ``("stop",)``.
-It also receives ``("path", entries)`` once, the server's ``sys.path``, so programs
+It receives ``("run", job_id, program, params_text, backend_name, log_level)`` (``program``
+is an import path, or a pickled callable as bytes; ``log_level`` a level name or ``None`` for
+``WARNING``) and ``("stop",)``. Records the program logs at ``log_level`` or above go to the
+job's logs. It first receives ``("path", entries)``, the server's ``sys.path``, so programs
 registered as callables import the same way in the worker as in the server.
 
 Workers are started as ``python -m runtime_job.server.worker FD PARENT_PID`` in their own
@@ -21,8 +23,11 @@ process group (so killing the group also kills what a program started). A worker
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import importlib.util
 import io
 import json
+import logging
 import os
 import pickle
 import signal
@@ -31,10 +36,52 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 _PARENT_POLL = 0.2
 _LOG_FLUSH_BYTES = 64 * 1024
+_DEFAULT_LOG_LEVEL = logging.WARNING
+"""Level of a job that names none (the hosted service's default)."""
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""How a program's log records appear in the job's logs."""
+
+
+def qiskit_version() -> str | None:
+    """The version of qiskit this worker would import, without importing it; else ``None``.
+
+    It is ``qiskit.__version__``: read from the package's ``VERSION.txt`` (as qiskit itself
+    does), else from the installed distribution's metadata.
+    """
+    module = sys.modules.get("qiskit")
+    if module is not None:
+        version = getattr(module, "__version__", None)
+        return version if isinstance(version, str) else None
+    try:
+        spec = importlib.util.find_spec("qiskit")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for location in spec.submodule_search_locations or []:
+        try:
+            text = (Path(location) / "VERSION.txt").read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    for distribution in ("qiskit", "qiskit-terra"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(distribution)
+    return None
+
+
+def log_level_number(name: str | None) -> int:
+    """The ``logging`` level of a job's ``log_level`` (``WARNING`` when absent or unknown)."""
+    if not name:
+        return _DEFAULT_LOG_LEVEL
+    level = logging.getLevelName(name.strip().upper())
+    return level if isinstance(level, int) else _DEFAULT_LOG_LEVEL
 
 
 class _Channel:
@@ -133,12 +180,35 @@ def _run_job(
     params_text: str,
     backend_name: str,
     cache: dict[str, Any],
+    log_level: str | None = None,
+) -> None:
+    out = _LogStream(channel, job_id)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(log_level_number(log_level))
+    try:
+        _run_program(channel, job_id, program, params_text, backend_name, cache, out)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+
+
+def _run_program(
+    channel: _Channel,
+    job_id: str,
+    program: Any,
+    params_text: str,
+    backend_name: str,
+    cache: dict[str, Any],
+    out: _LogStream,
 ) -> None:
     from runtime_job import codec
 
     from .programs import LocalBackend, resolve_import_path
 
-    out = _LogStream(channel, job_id)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = out
     messenger = _Messenger(channel, job_id, codec.dumps)
@@ -190,20 +260,24 @@ def worker_main(conn: Connection, parent_pid: int) -> None:
     import runtime_job.codec  # noqa: F401  (warm the import before saying ready)
 
     channel = _Channel(conn)
-    channel.send(("ready", os.getpid()))
     cache: dict[str, Any] = {}
+    ready = False
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             break
         if message[0] == "run":
-            _, job_id, program, params_text, backend_name = message
-            _run_job(channel, job_id, program, params_text, backend_name, cache)
+            _, job_id, program, params_text, backend_name, *rest = message
+            log_level = rest[0] if rest else None
+            _run_job(channel, job_id, program, params_text, backend_name, cache, log_level)
         elif message[0] == "path":
             for entry in reversed(message[1]):
                 if entry not in sys.path:
                     sys.path.insert(0, entry)
+            if not ready:  # the server's path decides what is importable, qiskit included
+                channel.send(("ready", os.getpid(), {"qiskit_version": qiskit_version()}))
+                ready = True
         elif message[0] == "stop":
             break
     with contextlib.suppress(OSError):
@@ -225,4 +299,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["worker_main"]
+__all__ = ["log_level_number", "qiskit_version", "worker_main"]
