@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._process import ProcessSingleton
 from .api.protocol import StreamEnd, StreamFrame, StreamingApi, StreamSubscription
-from .api.stream_pool import WorkerPool
+from .api.stream.pool import WorkerPool
 from .exceptions import IBMNotAuthorizedError, RequestsApiError
 from .status import JOB_FINAL_STATES, JobStatus
 from .timing import PollIntervals, PollPolicy, clock

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from runtime_job import RuntimeService
-from runtime_job.api import stream_io
 from runtime_job.api.protocol import StreamEnd, StreamFrame
+from runtime_job.api.stream import lease as stream_lease
 from runtime_job.job import CallbackErrors, ResultCallback, RuntimeJob
 from runtime_job.server import LocalRuntimeServer
 from tests.integration.helpers import ALICE
@@ -42,7 +42,7 @@ def final_frame_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(RuntimeJob, "_on_final_frame", recording)
     # A loaded machine must not make the hub refuse the lease (it then waits its own way).
-    monkeypatch.setattr(stream_io, "_GRANT_TIMEOUT", 10.0)
+    monkeypatch.setattr(stream_lease, "GRANT_TIMEOUT", 10.0)
     return names
 
 

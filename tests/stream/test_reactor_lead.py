@@ -1,8 +1,8 @@
 """``Reactor.lead``: a waiting thread borrows the reactor's loop, then gives it back.
 
-Every test runs on real sockets (``socket.socketpair``). ``_LEASE_CHECK`` is raised to two
+Every test runs on real sockets (``socket.socketpair``). ``lease.LEASE_CHECK`` is raised to two
 minutes, so a parked reactor thread resumes only when something wakes it (never by its
-periodic check), and ``_GRANT_TIMEOUT`` to 30 s, so a loaded machine never withdraws a
+periodic check), and ``lease.GRANT_TIMEOUT`` to 30 s, so a loaded machine never withdraws a
 lease the test needs. pytest-timeout's ``signal`` method puts a Python handler on
 ``SIGALRM``, which forbids leading on the main thread: the tests that lead on the main thread
 use the ``thread`` method instead.
@@ -22,11 +22,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from runtime_job.api import stream_io
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd
-from runtime_job.api.stream import StreamHub
-from runtime_job.api.stream_io import Connection, Reactor
+from runtime_job.api.stream import StreamHub, lease
+from runtime_job.api.stream.reactor import Connection, Reactor
 
 from .streamkit import WsServer
 from .test_stream_inline import InlineRecorder
@@ -130,8 +129,8 @@ def reactor(
     socket_pairs: Callable[[], tuple[socket.socket, socket.socket]],
 ) -> Iterator[Reactor]:
     """A reactor (not started yet), closed and joined after the test (before its sockets)."""
-    monkeypatch.setattr(stream_io, "_LEASE_CHECK", 120.0)
-    monkeypatch.setattr(stream_io, "_GRANT_TIMEOUT", 30.0)
+    monkeypatch.setattr(lease, "LEASE_CHECK", 120.0)
+    monkeypatch.setattr(lease, "GRANT_TIMEOUT", 30.0)
     r = Reactor(REACTOR_NAME, idle_timeout=60.0)
     yield r
     r.close()
@@ -294,7 +293,7 @@ def test_lead_from_the_reactor_thread_returns_false(
 ) -> None:
     """A ``call_soon`` callback that leads is refused at once (it would wait for itself)."""
     # Were the reactor thread to ask for a lease, it would wait this long for itself.
-    monkeypatch.setattr(stream_io, "_GRANT_TIMEOUT", 60.0)
+    monkeypatch.setattr(lease, "GRANT_TIMEOUT", 60.0)
     until = Until()
 
     def nested() -> tuple[bool, bool]:
@@ -646,8 +645,8 @@ def test_calls_deferred_when_the_reactor_closes_still_run(
 
 
 def test_wakeup_flag_wakes_its_waiter_and_may_be_set_twice() -> None:
-    """``_Wakeup``: the parked reactor thread's flag (a lock released once, not an Event)."""
-    flag = stream_io._Wakeup()
+    """``Wakeup``: the parked reactor thread's flag (a lock released once, not an Event)."""
+    flag = lease.Wakeup()
     assert not flag.is_set()
     assert flag.wait(0.01) is False  # times out while unset
     woke: list[bool] = []
@@ -692,11 +691,11 @@ import socket
 import sys
 import threading
 
-from runtime_job.api import stream_io
-from runtime_job.api.stream_io import Reactor
+from runtime_job.api.stream import lease
+from runtime_job.api.stream.reactor import Reactor
 
-stream_io._LEASE_CHECK = 120.0
-stream_io._GRANT_TIMEOUT = 30.0
+lease.LEASE_CHECK = 120.0
+lease.GRANT_TIMEOUT = 30.0
 reactor = Reactor("child-reactor", idle_timeout=60.0)
 started = threading.Event()
 reactor.call_soon(started.set)
@@ -835,7 +834,7 @@ def test_serve_until_delivers_the_final_frame_on_the_serving_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A thread in ``serve_until`` reads the final frame: an inline listener gets it there."""
-    monkeypatch.setattr(stream_io, "_GRANT_TIMEOUT", 30.0)
+    monkeypatch.setattr(lease, "GRANT_TIMEOUT", 30.0)
     server.add_job("lead")  # the final frame comes only once the test thread leads
     rec = InlineRecorder()
     handle = hub.subscribe(job_id="lead", url=server.url("lead"), params=params, listener=rec)

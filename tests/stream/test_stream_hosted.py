@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
-from runtime_job.api import stream_io
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd, StreamFrame
-from runtime_job.api.stream import StreamHandle, StreamHub, _StreamConnection
+from runtime_job.api.stream import StreamHandle, StreamHub
+from runtime_job.api.stream import reactor as reactor_mod
+from runtime_job.api.stream.connection import StreamConnection
 
 from .streamkit import Recorder, WsServer
 from .test_stream_inline import InlineRecorder
@@ -104,13 +105,13 @@ def test_an_interrupted_serving_thread_hands_the_delivery_to_a_dispatcher(
 ) -> None:
     """A waiter interrupted after taking the final frame runs no callback and loses nothing."""
     sub, rec = _subscribe_after_interims(server, params, hub, "host3")
-    lead = stream_io.Reactor.lead
+    lead = reactor_mod.Reactor.lead
 
-    def interrupted(self: stream_io.Reactor, until: Callable[[], bool], timeout: float) -> bool:
+    def interrupted(self: reactor_mod.Reactor, until: Callable[[], bool], timeout: float) -> bool:
         assert lead(self, until, timeout)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stream_io.Reactor, "lead", interrupted)
+    monkeypatch.setattr(reactor_mod.Reactor, "lead", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sub.serve_until(_finish_on_first_call(server, "host3", rec), 10)
 
@@ -147,13 +148,13 @@ def test_the_close_read_with_the_final_frame_is_answered_after_the_waiting_threa
     """The server's close, read in one piece with the final frame, is answered (a close frame,
     a socket to close) by the reactor thread once the waiting thread has what it waited for."""
     closes: list[str] = []
-    original = _StreamConnection.close
+    original = StreamConnection.close
 
-    def recording(self: _StreamConnection, code: int) -> None:
+    def recording(self: StreamConnection, code: int) -> None:
         closes.append(threading.current_thread().name)
         original(self, code)
 
-    monkeypatch.setattr(_StreamConnection, "close", recording)
+    monkeypatch.setattr(StreamConnection, "close", recording)
     job = server.add_job("close1", close_with_final=True)
     rec = InlineRecorder()  # no callback, as the stream of result() has
     sub = hub.subscribe(job_id="close1", url=server.url("close1"), params=params, listener=rec)

@@ -9,10 +9,12 @@ import time
 
 import pytest
 
-from runtime_job.api import stream as stream_mod
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.stream import StreamHub
-from runtime_job.api.stream_frames import (
+from runtime_job.api.stream import connection as connection_mod
+from runtime_job.api.stream import delivery as delivery_mod
+from runtime_job.api.stream import handshake as handshake_mod
+from runtime_job.api.stream.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -23,7 +25,7 @@ from runtime_job.api.stream_frames import (
     encode_close,
     parse_close,
 )
-from runtime_job.api.stream_pool import WorkerPool
+from runtime_job.api.stream.pool import WorkerPool
 from runtime_job.exceptions import WebsocketError
 
 from .streamkit import close_frame, frame
@@ -77,7 +79,7 @@ def test_reader_random_cuts() -> None:
 
 
 def test_reader_unmasks_masked_server_frames() -> None:
-    from runtime_job.api.stream_frames import encode_frame
+    from runtime_job.api.stream.frames import encode_frame
 
     reader = FrameReader()
     out: list[tuple[int, bytes]] = []
@@ -160,13 +162,13 @@ def test_pool_shutdown_cancel_pending_rejects() -> None:
 
 def test_resume_query_and_safe_url() -> None:
     assert (
-        stream_mod._with_resume_query("ws://h:1/stream/jobs/j", 7)
+        handshake_mod.with_resume_query("ws://h:1/stream/jobs/j", 7)
         == "ws://h:1/stream/jobs/j?seq=1&after=7"
     )
     assert (
-        stream_mod._with_resume_query("wss://h/p?x=1&after=3", 9) == "wss://h/p?x=1&seq=1&after=9"
+        handshake_mod.with_resume_query("wss://h/p?x=1&after=3", 9) == "wss://h/p?x=1&seq=1&after=9"
     )
-    assert stream_mod._safe_url("wss://user:pw@h:8/p?token=t") == "wss://h:8/p"
+    assert handshake_mod.safe_url("wss://user:pw@h:8/p?token=t") == "wss://h:8/p"
 
 
 def test_connect_options_auth_headers_and_proxy() -> None:
@@ -176,7 +178,7 @@ def test_connect_options_auth_headers_and_proxy() -> None:
         instance="crn:x",
         proxies={"urls": {"https": "http://u%40x:p%3Aw@proxy.local:3128"}},
     )
-    opts = stream_mod._connect_options("wss://h/stream/jobs/j", params)
+    opts = handshake_mod.connect_options("wss://h/stream/jobs/j", params)
     assert "Authorization: apikey tok" in opts["header"]
     assert "Service-CRN: crn:x" in opts["header"]
     assert opts["redirect_limit"] == 0
@@ -188,7 +190,7 @@ def test_connect_options_auth_headers_and_proxy() -> None:
 
 def test_unusable_settings_raise_at_subscribe() -> None:
     hub = StreamHub(idle_shutdown=0.1)
-    listener = stream_mod._END  # never called: subscribe raises first
+    listener = delivery_mod.END  # never called: subscribe raises first
     try:
         params = ClientParameters(channel="local", token="t")
         with pytest.raises(WebsocketError, match="Not a websocket URL"):
@@ -232,7 +234,7 @@ def test_knobs_must_be_positive(knob: str) -> None:
 def test_final_header_shortcut_matches_only_what_json_would_read_the_same(
     header: bytes, expected: tuple[int, str] | None
 ) -> None:
-    match = stream_mod._FINAL_HEADER.fullmatch(header)
+    match = connection_mod.FINAL_HEADER.fullmatch(header)
     got = None if match is None else (int(match.group(1)), match.group(2).decode())
     assert got == expected
     if got is not None:  # the JSON parser reads the same header the same way

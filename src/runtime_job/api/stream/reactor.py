@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import importlib
 import itertools
 import logging
 import selectors
-import signal
 import socket
 import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Protocol
+
+from . import lease as lease_settings
+from .lease import ASKED, GRANTED, RETURNED, WITHDRAWN, InterruptGuard, Lease
 
 logger = logging.getLogger(__name__)
 
@@ -329,8 +330,8 @@ class Reactor:
         self._last_thread: threading.Thread | None = None
         self._wake_pending = False
         self._closed = False
-        self._lease: _Lease | None = None  # asked for or granted
-        self._parked: _Lease | None = None  # the lease the reactor thread rests on
+        self._lease: Lease | None = None  # asked for or granted
+        self._parked: Lease | None = None  # the lease the reactor thread rests on
 
     # -- any thread ---------------------------------------------------------------------
 
@@ -576,7 +577,7 @@ class Reactor:
             KeyboardInterrupt: ``Ctrl-C`` arrived while the main thread was leading.
         """
         me = threading.current_thread()
-        guard = _InterruptGuard.install(self) if me is threading.main_thread() else None
+        guard = InterruptGuard.install(self) if me is threading.main_thread() else None
         if guard is False:
             return False
         try:
@@ -607,18 +608,18 @@ class Reactor:
             if guard is not None:
                 guard.restore()
 
-    def _give_back(self, lease: _Lease) -> None:
+    def _give_back(self, lease: Lease) -> None:
         """End a lease; wake the parked reactor thread only if there is work for it now.
 
         Waking it costs the caller (whose thread the scheduler may preempt for it) on its
         way back to the user, so when every connection left only waits for its close and
         every timer left is lazy, the reactor thread is left to notice within
-        :data:`_LEASE_CHECK`; a ``call_soon`` or a new lease wakes it at once.
+        :data:`~.lease.LEASE_CHECK`; a ``call_soon`` or a new lease wakes it at once.
         """
         loop = lease.loop
         with self._lock:
             loop.run_on(lease.owner, lease.owner_id)
-            lease.state = _RETURNED
+            lease.state = RETURNED
             self._lease = None
             quiet = (
                 not self._closed
@@ -642,7 +643,7 @@ class Reactor:
         if loop is None:
             return
         parked = self._parked
-        if parked is not None and parked.state == _RETURNED:
+        if parked is not None and parked.state == RETURNED:
             parked.returned.set()  # the reactor thread rests on the lease it gave
         if self._wake_pending:
             return
@@ -650,21 +651,21 @@ class Reactor:
         with contextlib.suppress(OSError):  # the pipe is full: the reactor is awake anyway
             loop.wake_w.send(b"\0")
 
-    def _borrow(self, me: threading.Thread, timeout: float) -> _Lease | None:
+    def _borrow(self, me: threading.Thread, timeout: float) -> Lease | None:
         with self._lock:
             loop = self._loop
             if loop is None or self._closed or self._lease is not None or me is loop.thread:
                 return None
             owner = loop.thread
             assert owner is not None
-            lease = _Lease(loop, owner, loop.thread_id, me, threading.get_ident())
+            lease = Lease(loop, owner, loop.thread_id, me, threading.get_ident())
             self._lease = lease
             self._wake_locked()
-        if lease.granted.wait(min(timeout, _GRANT_TIMEOUT)):
+        if lease.granted.wait(min(timeout, lease_settings.GRANT_TIMEOUT)):
             return lease
         with self._lock:
-            if lease.state == _ASKED:
-                lease.state = _WITHDRAWN
+            if lease.state == ASKED:
+                lease.state = WITHDRAWN
                 self._lease = None
                 return None
         return lease  # granted just now
@@ -673,15 +674,15 @@ class Reactor:
         """Reactor thread: hand the loop to the thread that asked, wait until it is back."""
         with self._lock:
             lease = self._lease
-            if lease is None or lease.state != _ASKED:
+            if lease is None or lease.state != ASKED:
                 return False
-            lease.state = _GRANTED
+            lease.state = GRANTED
             loop.run_on(lease.borrower, lease.borrower_id)
             self._parked = lease
         lease.granted.set()
-        while not lease.returned.wait(_LEASE_CHECK):
+        while not lease.returned.wait(lease_settings.LEASE_CHECK):
             with self._lock:
-                if lease.state == _RETURNED:
+                if lease.state == RETURNED:
                     break  # given back quietly
                 if not lease.borrower.is_alive():  # pragma: no cover - killed mid-lease
                     loop.run_on(lease.owner, lease.owner_id)
@@ -690,151 +691,6 @@ class Reactor:
         with self._lock:
             self._parked = None
         return True
-
-
-_ASKED, _GRANTED, _RETURNED, _WITHDRAWN = "asked", "granted", "returned", "withdrawn"
-_GRANT_TIMEOUT = 0.05
-"""Seconds a thread asking to lead waits for the reactor thread to hand over."""
-_LEASE_CHECK = 1.0
-"""How often the parked reactor thread checks that the leading thread is still alive."""
-
-
-class _Lease:
-    """One thread's turn at running a reactor's loop."""
-
-    def __init__(
-        self,
-        loop: _Loop,
-        owner: threading.Thread,
-        owner_id: int | None,
-        borrower: threading.Thread,
-        borrower_id: int,
-    ):
-        self.loop = loop
-        self.owner, self.owner_id = owner, owner_id
-        self.borrower, self.borrower_id = borrower, borrower_id
-        self.state = _ASKED  # guarded by the reactor's lock
-        self.granted = threading.Event()
-        self.returned = _Wakeup()
-
-
-class _Wakeup:
-    """A flag that one thread waits for: setting it costs one lock release.
-
-    ``threading.Event.set`` wakes its waiter while holding the condition's lock, which the
-    waiter then needs too: 65 µs against 17 µs here, paid by a thread that gives the loop
-    back on its way to the user.
-    """
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._lock = threading.Lock()
-        self._lock.acquire()  # released by set(): what the waiter acquires
-
-    def set(self) -> None:
-        """Set the flag and wake the waiter (any thread; again: no effect)."""
-        if self._flag:
-            return
-        self._flag = True
-        try:  # noqa: SIM105 - not contextlib.suppress: three Python calls more on this path
-            self._lock.release()
-        except RuntimeError:  # two threads set it at once
-            pass
-
-    def is_set(self) -> bool:
-        """Whether :meth:`set` was called."""
-        return self._flag
-
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the flag (one thread at a time); the flag."""
-        return self._flag or self._lock.acquire(timeout=timeout) or self._flag
-
-
-class _InterruptGuard:
-    """Holds ``Ctrl-C`` while the main thread runs the loop, and raises it afterwards."""
-
-    def __init__(self, reactor: Reactor) -> None:
-        self._reactor = reactor
-        self.pending = False
-        self._old_wakeup_fd = -1
-
-    @classmethod
-    def install(cls, reactor: Reactor) -> _InterruptGuard | Literal[False] | None:
-        """The guard; ``None`` when none is needed; ``False`` when a signal handler could
-        raise in the middle of a turn.
-
-        ``None``: ``SIGINT`` is ignored, as in a process that a shell started in the
-        background, so there is no ``Ctrl-C`` to hold.
-        """
-        sigint = _get_handler(_SIGINT)
-        if sigint is not signal.default_int_handler and sigint != _SIG_IGN:
-            return False
-        for number in _OTHER_SIGNALS:
-            if callable(_handler_of(number)):
-                return False
-        if sigint == _SIG_IGN:
-            return None
-        guard = cls(reactor)
-        try:
-            _set_handler(_SIGINT, guard._hold)
-        except ValueError:  # not the main interpreter's main thread
-            return False
-        return guard
-
-    def watch(self, loop: _Loop) -> None:
-        """Make a signal wake ``loop``'s selector while this thread leads it.
-
-        The handler runs only between two bytecodes, so a signal that lands just before
-        the selector blocks would wait for its timeout; with the wake-up fd, the C-level
-        handler itself wakes the selector. Set only while the loop is lent (its socket
-        cannot close meanwhile), and the fd in place before is put back.
-        """
-        self._old_wakeup_fd = signal.set_wakeup_fd(loop.wake_w.fileno(), warn_on_full_buffer=False)
-
-    def unwatch(self) -> None:
-        """Put back the wake-up fd that was set before :meth:`watch`."""
-        signal.set_wakeup_fd(self._old_wakeup_fd)
-
-    def _hold(self, signum: int, frame: object) -> None:
-        # Runs between two bytecodes of the leading thread, which may hold the reactor's
-        # lock: write to the wake-up socket directly.
-        self.pending = True
-        loop = self._reactor._loop
-        if loop is not None:
-            with contextlib.suppress(OSError):
-                loop.wake_w.send(b"\0")
-
-    def restore(self) -> None:
-        """Put the default handler back; raise the ``Ctrl-C`` that was held, if any."""
-        _set_handler(_SIGINT, signal.default_int_handler)
-        if self.pending:
-            raise KeyboardInterrupt
-
-
-def _signal_functions() -> tuple[Callable[[int, Any], object], Callable[[int], object]]:
-    """``signal.signal`` and ``getsignal`` without their enum wrappers.
-
-    The public functions convert each result to an enum, which costs ten times the call
-    itself (50 µs when cold) on the path from a job's completion to ``result()``.
-    """
-    try:
-        module: Any = importlib.import_module("_signal")
-    except ImportError:  # pragma: no cover - another interpreter
-        module = signal
-    return module.signal, module.getsignal
-
-
-_set_handler, _get_handler = _signal_functions()
-_SIGINT = int(signal.SIGINT)
-_SIG_IGN = int(signal.SIG_IGN)
-_OTHER_SIGNALS = tuple(int(number) for number in signal.valid_signals() if number != signal.SIGINT)
-
-
-def _handler_of(number: int) -> object:
-    try:
-        return _get_handler(number)
-    except (OSError, ValueError):  # pragma: no cover - a number the platform rejects
-        return None
 
 
 def _ssl_pending(sock: socket.socket) -> int:
