@@ -2,3 +2,7 @@
 
 Importing this package imports nothing heavy; import the submodules you need.
 """
+
+from .stream.reconnect import ReconnectPolicy
+
+__all__ = ["ReconnectPolicy"]

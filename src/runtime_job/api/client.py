@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -52,12 +53,15 @@ from .session import IDEMPOTENCY_KEY_HEADER, HttpSession
 if TYPE_CHECKING:
     from ..timing import Deadline
     from .protocol import StreamListener, StreamSubscription
+    from .stream import StreamHub
 
 logger = logging.getLogger(__name__)
 
 AUTH_URL = "https://auth.quantum-computing.ibm.com/api"
 """The ibm_quantum authentication URL named in the version-check error."""
 _LOG_EXCERPT_CHARS = 1000
+_STREAMS_PRUNE_AT = 16
+"""Streams a client tracks before it first forgets those that ended (then twice as many)."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -153,14 +157,26 @@ class RuntimeClient:
         params: Where the service is and how to authenticate. The runtime base URL and the
             token are read at each request, so updating them after login takes effect.
         retry_policy: How failed requests are retried (default: the session's default).
+        hub: The stream hub that carries this client's job streams (default ``None``: the
+            process's, :func:`runtime_job.api.stream.default_hub`). :meth:`close` cancels
+            the streams this client opened, whichever hub carries them.
 
     Attributes:
         _session: The client's one HTTP session (the reference's name; tests reach it).
     """
 
-    def __init__(self, params: ClientParameters, retry_policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        params: ClientParameters,
+        retry_policy: RetryPolicy | None = None,
+        hub: StreamHub | None = None,
+    ) -> None:
         self._params = params
         self._session = HttpSession(params, retry_policy=retry_policy)
+        self._hub = hub
+        self._streams_lock = threading.Lock()
+        self._streams: list[StreamSubscription] = []  # opened here; ended ones pruned
+        self._prune_at = _STREAMS_PRUNE_AT
 
     # ------------------------------------------------------------------------------ jobs
 
@@ -510,23 +526,28 @@ class RuntimeClient:
     def open_stream(self, job_id: str, listener: StreamListener) -> StreamSubscription:
         """Start streaming ``job_id``'s results into ``listener`` (returns at once).
 
-        Delegates to the process's stream hub (:mod:`runtime_job.api.stream`).
+        Delegates to the client's stream hub (:mod:`runtime_job.api.stream`).
 
         Args:
             job_id: The job.
             listener: Receives the frames, then the end.
 
         Returns:
-            A handle to cancel the stream.
+            A handle to cancel the stream; :meth:`close` cancels it too.
         """
-        from .stream import default_hub
-
-        return default_hub().subscribe(
+        subscription = self._stream_hub().subscribe(
             job_id=job_id,
             url=f"{self._params.get_websocket_base_url()}/stream/jobs/{_q(job_id)}",
             params=self._params,
             listener=listener,
         )
+        with self._streams_lock:
+            streams = self._streams
+            if len(streams) >= self._prune_at:
+                streams[:] = [sub for sub in streams if sub.active]
+                self._prune_at = max(_STREAMS_PRUNE_AT, 2 * len(streams))
+            streams.append(subscription)
+        return subscription
 
     def prepare_streams(self) -> None:
         """Load the stream hub and start its threads before a job is submitted.
@@ -535,9 +556,25 @@ class RuntimeClient:
         keeps the first import and the thread starts out of the time its first message
         waits (the server replays it once the stream is open).
         """
+        self._stream_hub().warm()
+
+    def _stream_hub(self) -> StreamHub:
+        """The hub given to the constructor, else the process's."""
+        if self._hub is not None:
+            return self._hub
         from .stream import default_hub
 
-        default_hub().warm()
+        return default_hub()
+
+    def _cancel_streams(self) -> None:
+        """Cancel every stream this client opened that has not ended (never raises)."""
+        with self._streams_lock:
+            streams, self._streams = self._streams, []
+        for subscription in streams:
+            try:
+                subscription.cancel()
+            except Exception:  # a hub given by the caller: closing must still finish
+                logger.debug("Cancelling a stream at close failed.", exc_info=True)
 
     # -------------------------------------------------------------------------- backends
 
@@ -658,7 +695,8 @@ class RuntimeClient:
     # ------------------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections and cancel the job streams it opened."""
+        self._cancel_streams()
         self._session.close()
 
     def __enter__(self) -> RuntimeClient:
