@@ -10,6 +10,10 @@ Each configured API token is one user. A user proves who they are with:
 Nothing is kept in clear: API tokens live only in memory as SHA-256 digests, access tokens
 are stored as SHA-256 digests, and a user id is a digest of the user's API token.
 
+Access tokens expire :data:`ACCESS_TOKEN_TTL` seconds after login (the ``ttl`` the login
+answers); an expired one authenticates nobody (401), so the client logs in again. API
+tokens do not expire. :attr:`Authenticator.now` is the wall-clock seam tests replace.
+
 Example::
 
     auth = Authenticator(["secret"], store)
@@ -22,9 +26,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .store import Store
+
+ACCESS_TOKEN_TTL = 1209600.0
+"""Seconds an access token from ``POST /api/users/loginWithToken`` is valid (14 days)."""
 
 
 def token_digest(token: str) -> str:
@@ -48,18 +55,34 @@ class Authenticator:
     Args:
         tokens: The API tokens, one per user (at least one).
         store: Where access tokens are kept (hashed).
+        ttl: Seconds an access token is valid after its login.
+        now: The wall clock (epoch seconds); a seam for tests.
+
+    Attributes:
+        ttl: Seconds an access token is valid after its login.
+        now: The wall clock the expiry is measured on (replace it in tests).
 
     Raises:
         ValueError: No token, or an empty one.
     """
 
-    def __init__(self, tokens: Sequence[str], store: Store) -> None:
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        store: Store,
+        *,
+        ttl: float = ACCESS_TOKEN_TTL,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         if not tokens or any(not t or not t.strip() for t in tokens):
             raise ValueError("At least one non-empty API token is required.")
         self._store = store
         self._api: dict[str, str] = {token_digest(t): user_id_for(t) for t in tokens}
         self._users = frozenset(self._api.values())
-        self._access: dict[str, str] = {}
+        self._access: dict[str, tuple[str, float]] = {}
+        """Access token digest -> (user, expiry time), a cache of the store."""
+        self.ttl = ttl
+        self.now = now
 
     @property
     def users(self) -> frozenset[str]:
@@ -73,21 +96,31 @@ class Authenticator:
             return None
         access = secrets.token_urlsafe(32)
         digest = token_digest(access)
-        self._store.add_access_token(digest, user, time.time())
-        self._access[digest] = user
+        created = self.now()
+        self._store.add_access_token(digest, user, created)
+        self._access[digest] = (user, created + self.ttl)
         return access
 
     def user_for_token(self, token: str) -> str | None:
-        """The user an API token or access token belongs to, or ``None``."""
+        """The user an API token or unexpired access token belongs to, or ``None``."""
         if not token:
             return None
         digest = token_digest(token)
-        user = self._api.get(digest) or self._access.get(digest)
-        if user is None:
-            user = self._store.access_token_user(digest)
-            if user is None or user not in self._users:
+        user = self._api.get(digest)
+        if user is not None:
+            return user
+        cached = self._access.get(digest)
+        if cached is None:
+            record = self._store.access_token_record(digest)
+            if record is None or record[0] not in self._users:
                 return None
-            self._access[digest] = user
+            cached = self._access[digest] = (record[0], record[1] + self.ttl)
+        user, expires = cached
+        if self.now() >= expires:
+            # Expired: forget it for good, so the cache does not grow with dead tokens.
+            del self._access[digest]
+            self._store.delete_access_token(digest)
+            return None
         return user
 
     def user_for_headers(self, headers: Mapping[str, str]) -> str | None:

@@ -13,6 +13,23 @@ MAX_LIST_LIMIT = 1000
 """Largest page of ``GET /jobs`` (larger limits are capped, not refused)."""
 DEFAULT_LIST_LIMIT = 200
 """Page size of ``GET /jobs`` when no ``limit`` is given."""
+LIST_PARAMS_BUDGET = 16 * 1024 * 1024
+"""Most characters of params on one page of ``GET /jobs`` (the first job always fits): a
+page ends early rather than grow past it; ``count`` and the cursor let clients go on."""
+STREAM_BATCH_ROWS = 64
+"""Most interim results a stream reads from storage at a time."""
+STREAM_BATCH_BYTES = 1024 * 1024
+"""Most characters of interim results a stream reads at a time (beyond its first one).
+A stream holds at most one batch, plus the one message it is sending: the server's memory
+per stream does not grow with the job's output."""
+MAX_CONNECTIONS = 512
+"""Most connections (HTTP and websocket) one server serves at once; beyond it, new
+requests are answered 503 at once and closed."""
+REQUEST_HEAD_TIMEOUT = 10.0
+"""Seconds a connection may take to send a complete request head (and a kept-alive one may
+stay idle) before it is closed: connections that never finish a request cannot pile up."""
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
+"""Largest request head (request line and headers) accepted."""
 MAX_COST = 10 * 365 * 24 * 3600
 """Largest ``cost`` (maximum execution time, seconds) a job may ask for."""
 MAX_TAGS = 64
@@ -119,13 +136,19 @@ __all__ = [
     "IDEMPOTENCY_KEY_RE",
     "ID_RE",
     "INSTANCE",
+    "LIST_PARAMS_BUDGET",
     "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
     "MAX_COST",
     "MAX_LIST_LIMIT",
+    "MAX_REQUEST_HEAD_BYTES",
     "MAX_TAGS",
     "MAX_TAG_LENGTH",
     "N_QUBITS",
     "PROJECT",
+    "REQUEST_HEAD_TIMEOUT",
+    "STREAM_BATCH_BYTES",
+    "STREAM_BATCH_ROWS",
     "backend_configuration",
     "backend_status",
     "network",
