@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 PARK_CHECK = 0.5
 """Longest sleep of a parked waiter before it checks ``until`` and tries to lead again."""
+_new_event = threading.Event
+"""What a parked waiter sleeps on (a seam for tests)."""
 
 
 def wait(stream: Stream, until: Callable[[], bool], timeout: float) -> bool:
@@ -83,7 +85,7 @@ def lead(stream: Stream, until: Callable[[], bool], timeout: float) -> bool:
 
 def _park(stream: Stream, until: Callable[[], bool], seconds: float) -> bool:
     """Sleep up to ``seconds`` or until woken; whether ``until()`` holds."""
-    event = threading.Event()
+    event = _new_event()
     parked = stream.parked
     parked.append(event)
     if stream.on_delivered is None:
