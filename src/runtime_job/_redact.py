@@ -78,7 +78,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
     Args:
         text: Free text: a log message, an error body, a header dump.
-        secrets: Known secret strings (tokens) to remove wherever they appear.
+        secrets: Known secret strings (tokens) to remove wherever they appear: as given,
+            without surrounding whitespace, and escaped as a ``repr`` shows them.
 
     Returns:
         The text with every known secret and every value of ``X-Access-Token``,
@@ -86,8 +87,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         replaced.
     """
     for secret in secrets:
-        if secret and len(secret) >= _MIN_SECRET_LENGTH and secret in text:
-            text = text.replace(secret, REDACTED)
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, REDACTED)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(
             lambda match: (
@@ -97,6 +99,22 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             text,
         )
     return text
+
+
+def _forms(secret: str) -> list[str]:
+    """The ways ``secret`` may appear in text: as is, stripped, and escaped as in a repr.
+
+    Longest first, so that a stripped form never leaves its escaped line break behind.
+    """
+    if not isinstance(secret, str):
+        return []
+    forms = set()
+    for variant in (secret, secret.strip()):
+        forms.add(variant)
+        forms.add(variant.encode("unicode_escape").decode("ascii"))
+    return sorted(
+        (form for form in forms if len(form) >= _MIN_SECRET_LENGTH), key=len, reverse=True
+    )
 
 
 class RedactingFilter(logging.Filter):

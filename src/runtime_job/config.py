@@ -361,7 +361,8 @@ def resolve_config(
 ) -> ServiceConfig:
     """Resolve the service's settings: arguments, environment, account file, local server.
 
-    Empty strings count as not given, in arguments and environment alike.
+    Empty strings count as not given, in arguments and environment alike; a token loses
+    its surrounding whitespace first (so one read from a file with its newline works).
 
     Args:
         channel: ``ibm_quantum``, ``ibm_cloud`` or ``local``.
@@ -395,12 +396,13 @@ def resolve_config(
         "verify": verify,
     }
     for setting, value in given.items():
+        value = _stripped_token(setting, value)
         if value is not None and value != "":
             values[setting] = value
             sources[setting] = "argument"
     if name is None:
         for setting, variable in ENV_VARS.items():
-            value = env.get(variable)
+            value = _stripped_token(setting, env.get(variable))
             if setting not in values and value:
                 values[setting] = value
                 sources[setting] = f"environment variable {variable}"
@@ -433,6 +435,14 @@ def resolve_config(
     config = ServiceConfig(account=account, sources=MappingProxyType(sources), **values)
     logger.debug("Service settings: %s", describe_sources(config))
     return config
+
+
+def _stripped_token(setting: str, value: Any) -> Any:
+    """A token without surrounding whitespace (a token file's newline), so that a token of
+    whitespace only counts as not given; other settings as they are."""
+    if setting == "token" and isinstance(value, str):
+        return value.strip()
+    return value
 
 
 def describe_sources(config: ServiceConfig) -> str:

@@ -364,3 +364,40 @@ def test_usage_errors_exit_2(cli: Cli, tmp_path: Any) -> None:
     assert f"The account file {broken} is not valid JSON" in bad_file.stderr
     assert "No account named 'nobody'" in no_account.stderr
     assert "needs a token and an instance" in no_instance.stderr
+
+
+def test_token_with_a_trailing_newline_works(cli: Cli) -> None:
+    # The server's own token file ends with a newline; a token read from it must work.
+    env = cli.env(QISKIT_IBM_CHANNEL="local", QISKIT_IBM_URL=cli.url, QISKIT_IBM_TOKEN=f"{MAIN}\n")
+    results = [cli("jobs", "list", token=None, env=env), cli("jobs", "list", token=f"{MAIN}\n")]
+    for result in results:
+        assert result.returncode == EXIT_OK, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_token_that_cannot_be_sent_exits_2_without_showing_it(cli: Cli) -> None:
+    bad = f"{MAIN[:10]}\n{MAIN[10:]}"
+    env = cli.env(QISKIT_IBM_CHANNEL="local", QISKIT_IBM_URL=cli.url, QISKIT_IBM_TOKEN=bad)
+    results = [cli("jobs", "list", token=None, env=env), cli("jobs", "list", token=bad)]
+    for result in results:
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.startswith("runtime-job: error: ")
+        assert "token" in result.stderr
+        assert MAIN[10:] not in result.stderr and MAIN[:10] not in result.stderr
+
+
+def test_an_unforeseen_error_is_one_line_without_traceback_or_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime_job import cli as cli_module
+
+    def broken(args: Any) -> Any:
+        raise KeyError(f"X-Access-Token: {MAIN}")  # a bug quoting a credential
+
+    monkeypatch.setattr(cli_module, "_connect", broken)
+    status = cli_module.main(["--url", "http://127.0.0.1:9", "--token", MAIN, "jobs", "list"])
+    err = capsys.readouterr().err
+    assert status == EXIT_FAILED
+    assert err.startswith("runtime-job: error: internal error: KeyError")
+    assert err.count("\n") == 1 and "Traceback" not in err and MAIN not in err

@@ -15,6 +15,7 @@ import json
 import re
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from runtime_job.exceptions import (
     ApiConnectionError,
     ApiIBMProtocolError,
     IBMError,
+    IBMInputValueError,
     IBMRuntimeError,
     RequestsApiError,
     ResultDecodingError,
@@ -451,6 +453,7 @@ def test_11_body_cut_short_of_its_content_length_is_a_typed_error(
         via_proxy.job(done_id)
     assert "Gave up after 3 attempts" in str(caught.value)  # a GET is read twice more
     assert proxy.count("GET", f"/jobs/{done_id}") == 3
+    assert isinstance(caught.value.__cause__, ApiConnectionError)  # raised from it
     # The transport's error under it: the typed no-response leaf, chained from the
     # ``requests`` failure it stands for.
     client = RuntimeClient(ClientParameters(channel="local", token=ALICE, url=proxy.url))
@@ -585,3 +588,24 @@ def test_11_dropped_connections_on_submission_are_typed_errors(
     with pytest.raises(IBMRuntimeError, match="Failed to run program"):
         service.run("echo", inputs={}, options={"job_tags": [tag]})
     assert jobs_tagged(direct, tag) == 0
+
+
+# -- issue 18 item 14: a token with a line break --------------------------------------------
+
+
+def test_14_a_token_read_from_a_file_with_its_newline_runs_jobs(
+    direct: RuntimeClient, connect: Callable[..., RuntimeService]
+) -> None:
+    service = connect(direct._params.url or "", token=f"{ALICE}\n")
+    job = service.run("echo", inputs={"x": 1})
+    assert job.result(timeout=30) == {"x": 1}
+
+
+def test_14_a_token_that_cannot_be_sent_is_refused_at_configuration(
+    direct: RuntimeClient, connect: Callable[..., RuntimeService]
+) -> None:
+    bad = f"{ALICE[:6]}\r\n{ALICE[6:]}"
+    with pytest.raises(IBMInputValueError) as caught:
+        connect(direct._params.url or "", token=bad).run("echo", inputs={})
+    shown = "".join(traceback.format_exception(caught.value))
+    assert ALICE[6:] not in shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
 
 import pytest
@@ -13,7 +14,7 @@ from runtime_job._redact import RedactingFilter, redact, scrub_url
 from runtime_job.api.client import AuthClient, RuntimeClient
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.session import HttpSession
-from runtime_job.exceptions import RuntimeJobLibraryError
+from runtime_job.exceptions import ApiConnectionError, IBMInputValueError, RuntimeJobLibraryError
 
 from .conftest import (
     ACCESS_TOKEN,
@@ -186,3 +187,71 @@ def test_redacting_filter_never_drops_records() -> None:
     assert record.getMessage() == "a <redacted>"
     broken = logging.LogRecord("x", logging.INFO, __file__, 1, "%d", ("nan",), None)
     assert RedactingFilter().filter(broken) is True
+
+
+# -- issue 18 item 14: a token with a line break -----------------------------------------------
+
+
+def _everything_shown(err: BaseException) -> str:
+    """What a traceback of ``err`` prints (its chain included), plus its attributes."""
+    return "".join(traceback.format_exception(err)) + repr(vars(err))
+
+
+@pytest.mark.parametrize("padded", [f"{TOKEN}\n", f"{TOKEN}\r\n", f"  {TOKEN}\t"])
+def test_token_is_stripped_when_the_client_is_configured(
+    padded: str, rsps: responses.RequestsMock
+) -> None:
+    params = ClientParameters(channel="local", token=padded, url=LOCAL_URL)
+    assert params.token == TOKEN
+    assert params.auth_headers() == {"X-Access-Token": TOKEN}
+    params.token = f"{API_TOKEN}\n"  # replaced after construction (as after a login)
+    assert params.token == API_TOKEN
+    rsps.get(f"{LOCAL_URL}/jobs/j1", json={"id": "j1"})
+    with RuntimeClient(params) as client:
+        client.job_get("j1")
+    assert rsps.calls[0].request.headers["X-Access-Token"] == API_TOKEN
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(f"{TOKEN[:8]}\n{TOKEN[8:]}", id="line-break-inside"),
+        pytest.param(f"{TOKEN[:8]}\x00{TOKEN[8:]}", id="nul"),
+        pytest.param(f"{TOKEN[:8]}\u20ac{TOKEN[8:]}", id="not-latin-1"),
+    ],
+)
+def test_token_that_cannot_be_sent_is_refused_without_showing_it(bad: str) -> None:
+    with pytest.raises(IBMInputValueError) as caught:
+        ClientParameters(channel="local", token=bad, url=LOCAL_URL)
+    assert "token" in str(caught.value)
+    shown = _everything_shown(caught.value)
+    for part in (bad, bad.strip(), TOKEN[:8] + "\\", TOKEN[8:]):
+        assert part not in shown
+    params = ClientParameters(channel="local", token=TOKEN, url=LOCAL_URL)
+    with pytest.raises(IBMInputValueError) as caught:
+        params.token = bad
+    assert TOKEN[8:] not in _everything_shown(caught.value)
+    assert params.token == TOKEN  # unchanged
+
+
+def test_a_header_the_http_stack_refuses_is_our_error_and_redacted() -> None:
+    # A credential that bypassed validation (here: a header given per request) reaches
+    # http.client, which refuses it with a ValueError quoting the value.
+    secret = f"{ACCESS_TOKEN}\n"
+    session = HttpSession(ClientParameters(channel="local", token=TOKEN, url=LOCAL_URL))
+    session.add_secret(secret)
+    try:
+        with pytest.raises(ApiConnectionError) as caught:
+            session.request("GET", "/jobs", headers={"X-Access-Token": secret}, auth=False)
+    finally:
+        session.close()
+    err = caught.value
+    assert not err.retryable
+    assert isinstance(err.__cause__, ValueError)
+    assert ACCESS_TOKEN not in _everything_shown(err)
+
+
+def test_redact_knows_a_secret_stripped_and_escaped() -> None:
+    secret = f"{TOKEN}\n"
+    text = f"Invalid header value {secret.encode()!r}; again: {TOKEN} and {secret}"
+    assert TOKEN not in redact(text, [secret])

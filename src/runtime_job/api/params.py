@@ -82,6 +82,44 @@ class ProxyConfiguration:
         return None
 
 
+def checked_token(token: Any) -> Any:
+    """``token`` without surrounding whitespace, refused if it cannot go in an HTTP header.
+
+    A token read from a file usually ends with a newline (the local server's token file
+    does); that is dropped. A control character or line break inside, or a character
+    outside Latin-1, cannot be sent in a header: the token is refused with an error that
+    says where the bad character is, never what the token is.
+
+    Args:
+        token: The token (anything that is not a string is returned as is).
+
+    Returns:
+        The stripped token.
+
+    Raises:
+        IBMInputValueError: The token holds a character that cannot be sent.
+    """
+    if not isinstance(token, str):
+        return token
+    token = token.strip()
+    for position, char in enumerate(token, start=1):
+        code = ord(char)
+        if char in "\r\n":
+            what = "a line break"
+        elif code < 0x20 or code == 0x7F:
+            what = f"a control character (U+{code:04X})"
+        elif code > 0xFF:
+            what = "a character outside Latin-1"
+        else:
+            continue
+        raise IBMInputValueError(
+            f"The token cannot be sent in an HTTP header: it contains {what} at position "
+            f"{position} of {len(token)}. Check where the token comes from (a file, an "
+            "environment variable, a copy and paste) for a stray character."
+        )
+    return token
+
+
 @dataclass
 class ClientParameters:
     """How to reach and authenticate with one runtime service.
@@ -89,6 +127,9 @@ class ClientParameters:
     Args:
         channel: ``"ibm_quantum"``, ``"ibm_cloud"`` or ``"local"``.
         token: API token (ibm_quantum before login, ibm_cloud, local) or access token.
+            Surrounding whitespace is dropped, here and whenever it is replaced later;
+            a token with a character that cannot be sent in a header is refused
+            (:func:`checked_token`).
         url: Base URL of the service.
         instance: ``hub/group/project`` (ibm_quantum) or a CRN (ibm_cloud).
         proxies: Proxy settings, as a :class:`ProxyConfiguration` or the reference's dict.
@@ -106,6 +147,13 @@ class ClientParameters:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     _proxy_config: ProxyConfiguration = field(init=False, repr=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The token is checked however it is set: at construction and when replaced later
+        # (after a login), so every header built from it can be sent.
+        if name == "token":
+            value = checked_token(value)
+        super().__setattr__(name, value)
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
@@ -175,4 +223,5 @@ __all__ = [
     "Channel",
     "ClientParameters",
     "ProxyConfiguration",
+    "checked_token",
 ]
