@@ -46,20 +46,25 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from types import FrameType
 from typing import Any, TextIO
 
 from . import __version__
+from ._redact import redact
 from .api.params import CHANNELS
 from .codec import RuntimeEncoder
 from .decoders import LenientResultDecoder, ResultDecoder
 from .exceptions import (
+    ApiConnectionError,
     ApiIBMProtocolError,
     AuthenticationLicenseError,
     IBMAccountError,
     IBMInputValueError,
     IBMNotAuthorizedError,
     IBMRuntimeError,
+    NotFoundError,
+    RateLimitError,
     RequestsApiError,
     ResultDecodingError,
     RuntimeInvalidStateError,
@@ -68,6 +73,7 @@ from .exceptions import (
     RuntimeJobMaxTimeoutError,
     RuntimeJobNotFound,
     RuntimeJobTimeoutError,
+    ServerError,
     WebsocketAuthenticationError,
     WebsocketError,
 )
@@ -80,7 +86,8 @@ EXIT_OK = 0
 """Success."""
 EXIT_ERROR = 1
 """The job failed or was cancelled (``result``, ``watch``), or the operation failed (the
-server refused it, e.g. cancelling a finished job; for ``serve``: cannot serve)."""
+server refused it, e.g. cancelling a finished job; for ``serve``: cannot serve), or an
+unexpected internal error (reported on one line, never as a traceback)."""
 EXIT_USAGE = 2
 """Invalid arguments or configuration."""
 EXIT_NOT_FOUND = 3
@@ -531,21 +538,22 @@ class _InterimAsJson(ResultDecoder):
 
 
 def _causes(err: BaseException) -> Iterator[BaseException]:
-    """``err`` and the errors it was raised from or during (``from None`` included)."""
+    """``err`` and the errors it was raised ``from``, in turn."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        current = current.__cause__
 
 
 def exit_status_for(err: BaseException) -> int:
     """The exit status of a ``jobs`` command that failed with ``err``.
 
-    The error and the errors it came from are examined in turn; the first that says
-    something decides: not found (3), authentication (4), connection or server (5),
-    timeout (6), job failure or refusal (1), usage or configuration (2). Anything else is 1.
+    The error and the errors it was raised ``from`` are examined in turn, by type (the
+    transport's typed leaves included); the first that says something decides: not found
+    (3), authentication (4), connection or server (5), timeout (6), job failure or refusal
+    (1), usage or configuration (2). Anything else is 1.
 
     Args:
         err: The error.
@@ -554,22 +562,19 @@ def exit_status_for(err: BaseException) -> int:
         The exit status.
     """
     for cause in _causes(err):
-        if isinstance(cause, RuntimeJobNotFound):
+        if isinstance(cause, RuntimeJobNotFound | NotFoundError):
             return EXIT_NOT_FOUND
         if isinstance(
             cause,
             IBMNotAuthorizedError | WebsocketAuthenticationError | AuthenticationLicenseError,
         ):
             return EXIT_AUTH
+        if isinstance(cause, ApiConnectionError | ServerError | RateLimitError):
+            return EXIT_CONNECTION
         if isinstance(cause, RequestsApiError):
-            status = cause.status_code
-            if status in (401, 403):
-                return EXIT_AUTH
-            if status == 404:
-                return EXIT_NOT_FOUND
-            if status < 0 or status >= 500 or status == 429:
-                return EXIT_CONNECTION
-            return EXIT_ERROR
+            # 401 on the login call, 403: refused credentials; any other status: refused.
+            auth = cause.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN)
+            return EXIT_AUTH if auth else EXIT_ERROR
         if isinstance(cause, RuntimeJobTimeoutError):
             return EXIT_TIMEOUT
         if isinstance(
@@ -627,14 +632,15 @@ def _about_job(job_id: str) -> Iterator[None]:
     """Report "no such job" answers about ``job_id`` (404, or 422 for an invalid id) briefly."""
     try:
         yield
-    except RuntimeJobNotFound:
-        raise RuntimeJobNotFound(f"Job {job_id} not found.") from None
+    except RuntimeJobNotFound as err:
+        raise RuntimeJobNotFound(f"Job {job_id} not found.") from err
     except IBMRuntimeError as err:
         if any(
-            isinstance(cause, RequestsApiError) and cause.status_code == 422
+            isinstance(cause, RequestsApiError)
+            and cause.status_code == HTTPStatus.UNPROCESSABLE_ENTITY
             for cause in _causes(err)
         ):
-            raise RuntimeJobNotFound(f"Job {job_id} not found (not a valid job id).") from None
+            raise RuntimeJobNotFound(f"Job {job_id} not found (not a valid job id).") from err
         raise
 
 
@@ -1104,11 +1110,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("runtime-job: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (``| head``): stop quietly, as a command killed by SIGPIPE.
+        return _broken_pipe()
+    except Exception as err:  # a bug, or an error we did not foresee: one line, no traceback
+        _error(redact(f"internal error: {type(err).__name__}: {err}", _known_tokens(args)))
+        return EXIT_ERROR
+
+
+def _known_tokens(args: argparse.Namespace) -> list[str]:
+    """The tokens this command line may hold (its options and environment), to redact."""
+    tokens = [getattr(args, "conn_token", None), os.environ.get("QISKIT_IBM_TOKEN")]
+    tokens += list(getattr(args, "token", None) or [])  # serve --token
+    return [token for token in tokens if isinstance(token, str) and token]
+
+
+def _broken_pipe() -> int:
+    """Standard output's reader went away: stop quietly, as a command killed by SIGPIPE."""
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-        return EXIT_BROKEN_PIPE
+    except OSError:  # no standard output to replace
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":
