@@ -5,7 +5,8 @@ Commands::
     runtime-job serve [--host 127.0.0.1] [--port 0] [--data-dir DIR] [--token TOKEN ...]
                       [--tls-cert FILE --tls-key FILE] [--workers N] [--program ID=MOD:FUNC ...]
                       [--insecure-bind] [--no-streams] [--hold-for-streams SECONDS]
-                      [--log-level LEVEL]
+                      [--log-level LEVEL] [--idle-timeout SECONDS]
+    runtime-job serve --stop [--data-dir DIR]
     runtime-job [CONNECTION] jobs list [--limit N] [--skip N] [--program ID] [--pending |
                       --no-pending] [--tag TAG ...] [--backend NAME] [--session ID]
                       [--created-after TIME] [--created-before TIME] [--asc] [--json]
@@ -124,6 +125,9 @@ exit status:
   1    cannot serve (e.g. the address cannot be bound)
   2    bad arguments (including a non-loopback --host without TLS or --insecure-bind)
   3    another server already serves this data directory
+with --stop:
+  0    the server was stopped, or no server serves the data directory
+  1    the server could not be stopped (it runs inside another program, or lives on)
 """
 _CONNECTION_HELP = """\
 connection: --channel, --url, --token, --instance, --account and --account-file go
@@ -232,22 +236,69 @@ def add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         choices=["debug", "info", "warning", "error"],
         help="server log level on stderr (default warning)",
     )
-    parser.add_argument("--attached", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself once no process has held a lease on the data directory for "
+        "SECONDS (processes that found the server there: RuntimeService(channel='local') "
+        "without a URL, the jobs commands without --url); default: serve until stopped",
+    )
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the 'runtime-job serve' process serving --data-dir (SIGTERM to its pid, "
+        "SIGKILL after 15 s) and exit",
+    )
+    parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_serve)
 
 
-def _watch_stdin(stop: threading.Event) -> None:
-    """Set ``stop`` when standard input reaches end of file (the parent went away)."""
+def _detach() -> None:
+    """Fork: the parent exits at once, the child serves as nobody's child (``--background``).
+
+    Called before any thread exists. The process that started ``--background`` then has
+    nothing to wait for; the child reports on the standard output it inherited.
+    """
+    if os.fork() > 0:
+        os._exit(0)
+
+
+def _serve_failed(args: argparse.Namespace, status: int, message: str) -> int:
+    """Report that serve cannot serve: on stderr, and as the first line when in background."""
+    from .server.launcher import background_error_line
+
+    print(f"runtime-job serve: error: {message}", file=sys.stderr)
+    if args.background:
+        print(background_error_line(status, message), flush=True)
+    return status
+
+
+def _serve_stop(args: argparse.Namespace) -> int:
+    """``serve --stop``: stop the server of the data directory by its pid."""
+    from .server.launcher import LocalServerStopError, stop_local_server
+    from .server.paths import DataDir
+
+    data = DataDir.resolve(args.data_dir)
     try:
-        while os.read(0, 65536):
-            pass
-    except OSError:
-        pass
-    stop.set()
+        pid = stop_local_server(data.root)
+    except LocalServerStopError as err:
+        print(f"runtime-job serve: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    if pid is None:
+        print(f"runtime-job serve: no server serves {data.root}", file=sys.stderr)
+    else:
+        print(f"stopped the runtime-job server of {data.root} (pid {pid})")
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.launcher import EXIT_DATA_DIR_IN_USE
+    if args.stop:
+        return _serve_stop(args)
+    if args.background:
+        _detach()
+    from .server.launcher import EXIT_DATA_DIR_IN_USE, SERVE_COMMAND, IdleWatch
     from .server.local import DataDirInUse, LocalRuntimeServer
 
     logging.basicConfig(
@@ -270,8 +321,7 @@ def _serve(args: argparse.Namespace) -> int:
             hold_for_streams=args.hold_for_streams,
         )
     except ValueError as err:
-        print(f"runtime-job serve: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return _serve_failed(args, EXIT_USAGE, str(err))
 
     stop = threading.Event()
 
@@ -279,30 +329,45 @@ def _serve(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    watch: IdleWatch | None = None
     try:
+        if args.idle_timeout is not None:
+            try:
+                server.data.create()
+                watch = IdleWatch(server.data, args.idle_timeout)
+            except OSError as err:
+                message = f"cannot watch the clients of {server.data.root}: {err.strerror}"
+                return _serve_failed(args, EXIT_ERROR, message)
         try:
             server.start()
         except DataDirInUse as err:
-            print(f"runtime-job serve: error: {err}", file=sys.stderr)
-            return EXIT_DATA_DIR_IN_USE
+            return _serve_failed(args, EXIT_DATA_DIR_IN_USE, str(err))
         except OSError as err:
-            print(f"runtime-job serve: error: cannot serve on {args.host}: {err}", file=sys.stderr)
-            return EXIT_ERROR
+            return _serve_failed(args, EXIT_ERROR, f"cannot serve on {args.host}: {err}")
+        except RuntimeError as err:
+            return _serve_failed(args, EXIT_ERROR, str(err))
         try:
+            info = server.data.read_server_info() or {}
+            info.update(command=SERVE_COMMAND, idle_timeout=args.idle_timeout)
+            server.data.write_server_info(info)
             print(f"runtime-job server at {server.url} (token file: {server.token_file})")
             sys.stdout.flush()
-            if args.attached:
+            if args.background:  # the starter stops reading after the first line
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, 1)
                 os.close(devnull)
-                threading.Thread(
-                    target=_watch_stdin, args=(stop,), name="runtime-job-stdin", daemon=True
-                ).start()
-            while not stop.wait():
-                pass
+            if watch is None:
+                while not stop.wait():
+                    pass
+            elif watch.wait(stop):
+                logging.getLogger("runtime_job.server").info(
+                    "No process used the server for %g s: stopping.", args.idle_timeout
+                )
         finally:
             server.stop()
     finally:
+        if watch is not None:
+            watch.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return EXIT_OK

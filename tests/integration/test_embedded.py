@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,9 +30,10 @@ from runtime_job.api.models import (
     UserInfoResponse,
     VersionResponse,
 )
-from runtime_job.server import LocalRuntimeServer, ProgramRegistry
+from runtime_job.server import LocalRuntimeServer, ProgramRegistry, launcher
+from runtime_job.server.paths import DataDir
 from runtime_job.server.programs import builtin_programs, qiskit_available
-from tests.integration.helpers import ALICE, Api, alive
+from tests.integration.helpers import ALICE, Api, alive, wait_gone
 
 
 def _threads() -> set[str]:
@@ -147,3 +158,255 @@ def test_jobs_reuse_the_warm_pool(alice: Api, server: LocalRuntimeServer) -> Non
         job = alice.wait_final(alice.submit("echo", {"i": i}))
         assert _stamp(job["created"]) <= _stamp(job["running"]) <= _stamp(job["ended"])
     assert set(server.worker_pids()) == before
+
+
+# ----------------------------------------------------------------- a server shared by processes
+
+IDLE = 1.0
+"""The idle timeout (seconds) of the background servers these tests start."""
+
+_CLIENT = r"""
+import json, sys
+from runtime_job import RuntimeService
+from runtime_job.server.paths import DataDir
+
+service = RuntimeService(channel="local", data_dir=sys.argv[1])
+info = DataDir.resolve(sys.argv[1]).read_server_info() or {}
+print(json.dumps({"pid": info.get("pid"), "url": info.get("url")}), flush=True)
+jobs = {}
+for line in sys.stdin:
+    command, *args = json.loads(line)
+    try:
+        if command == "run":
+            job = service.run(args[0], inputs=args[1])
+            jobs[job.job_id()] = job
+            reply = job.job_id()
+        elif command == "status":
+            reply = jobs[args[0]].status().name
+        else:
+            reply = jobs[args[0]].result(timeout=60)
+    except Exception as err:
+        reply = {"error": repr(err)}
+    print(json.dumps(reply), flush=True)
+"""
+
+
+class Client:
+    """A Python process using the data directory's server through ``RuntimeService``.
+
+    It prints the server's pid and URL once connected, then answers one JSON line per
+    command: ``["run", program, inputs]`` (the job id), ``["status", id]``, ``["result", id]``.
+    Closing its standard input ends it.
+    """
+
+    def __init__(self, data_dir: Path, home: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM_")}
+        env.update(HOME=str(home), RUNTIME_JOB_SERVER_IDLE_TIMEOUT=str(IDLE))
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _CLIENT, str(data_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.pid = self.process.pid
+        self._buffer = b""
+        self._hello: dict[str, Any] | None = None
+
+    def hello(self) -> dict[str, Any]:
+        """``{"pid", "url"}`` of the server this client started or joined."""
+        if self._hello is None:
+            self._hello = self._reply(60)
+        return self._hello
+
+    def ask(self, *command: Any, timeout: float = 60) -> Any:
+        """Send one command and return its reply."""
+        self.hello()
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+        self.process.stdin.flush()
+        return self._reply(timeout)
+
+    def _reply(self, timeout: float) -> Any:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+            chunk = os.read(fd, 65536) if ready else b""
+            if not chunk:
+                if self.process.poll() is None:
+                    self.process.kill()
+                self.process.wait(10)
+                assert self.process.stderr is not None
+                err = self.process.stderr.read().decode(errors="replace")
+                raise AssertionError(f"client {self.pid} gave no answer: {err[-2000:]}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def exit(self, timeout: float = 20) -> int:
+        """Close its standard input and wait for it to exit; its exit status."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout)
+        return self.process.returncode
+
+    def stop(self) -> None:
+        """Kill it (by its pid) unless it has exited."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait (bounded) until ``predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        pause.wait(0.02)
+
+
+def _stop_server(pid: int | None) -> None:
+    """Stop a background server a test started (by its pid), if it still runs."""
+    if pid is None or not alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if wait_gone([pid], timeout=10):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], Client]]]:
+    """A data directory and a way to start clients on it; every process stopped after."""
+    data_dir, home = tmp_path / "data", tmp_path / "home"
+    home.mkdir()
+    clients: list[Client] = []
+
+    def new_client() -> Client:
+        clients.append(Client(data_dir, home))
+        return clients[-1]
+
+    try:
+        yield data_dir, new_client
+    finally:
+        for client in clients:
+            client.stop()
+        info = DataDir.resolve(data_dir).read_server_info() or {}
+        pids = {info.get("pid")} | {c._hello.get("pid") for c in clients if c._hello}
+        for pid in pids:
+            _stop_server(pid if isinstance(pid, int) else None)
+
+
+def test_the_server_outlives_the_process_that_started_it(
+    shared: tuple[Path, Callable[[], Client]],
+) -> None:
+    data_dir, new_client = shared
+    a = new_client()
+    server = a.hello()
+    assert server["pid"] not in (None, a.pid) and alive(server["pid"])
+    first = a.ask("run", "echo", {"n": 1})
+    assert a.ask("result", first) == {"n": 1}
+
+    b = new_client()
+    assert b.hello() == server  # joined, not started another
+    running = b.ask("run", "sleep", {"seconds": 5})
+    _wait_until(lambda: b.ask("status", running) == "RUNNING", 20, "B's job to run")
+    assert a.exit() == 0
+    # A is gone and the idle timeout (1 s) is far shorter than B's job: B's lease kept it.
+    assert b.ask("status", running) == "RUNNING"
+    assert b.ask("result", running) == {"slept": 5}
+    more = b.ask("run", "echo", {"n": 2})
+    assert b.ask("result", more) == {"n": 2}
+    assert alive(server["pid"])
+
+    assert b.exit() == 0
+    _wait_until(lambda: not alive(server["pid"]), IDLE + 10, "the idle server to stop")
+    assert not (data_dir / "server.json").exists()
+
+
+def test_a_killed_client_does_not_keep_the_server(
+    shared: tuple[Path, Callable[[], Client]],
+) -> None:
+    _, new_client = shared
+    client = new_client()
+    pid = client.hello()["pid"]
+    client.process.send_signal(signal.SIGKILL)
+    client.process.wait(10)
+    _wait_until(lambda: not alive(pid), IDLE + 10, "the server of a killed client to stop")
+
+
+def test_clients_starting_at_once_share_one_server(
+    shared: tuple[Path, Callable[[], Client]],
+) -> None:
+    _, new_client = shared
+    clients = [new_client() for _ in range(3)]
+    servers = [client.hello() for client in clients]
+    assert servers[0] == servers[1] == servers[2]
+    assert alive(servers[0]["pid"])
+
+
+def test_serve_stop_ends_a_server_in_use(shared: tuple[Path, Callable[[], Client]]) -> None:
+    data_dir, new_client = shared
+    client = new_client()
+    pid = client.hello()["pid"]
+    job = client.ask("run", "sleep", {"seconds": 30})
+    _wait_until(lambda: client.ask("status", job) == "RUNNING", 20, "the job to run")
+    stopped = subprocess.run(
+        [sys.executable, "-m", "runtime_job.cli", "serve", "--stop", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"(pid {pid})" in stopped.stdout
+    assert wait_gone([pid], timeout=5) == []
+    assert not (data_dir / "server.json").exists()
+
+
+def test_a_stopping_server_is_not_joined(tmp_path: Path) -> None:
+    """While a server stops it holds the clients lock: nobody joins or starts meanwhile."""
+    data = DataDir.resolve(tmp_path)
+    data.create()
+    fd = os.open(data.root / launcher.CLIENTS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="still stopping"):
+            launcher.ensure_local_server(tmp_path, timeout=0.3)
+        assert launcher.join_local_server(tmp_path) is None
+        assert not data.server_json.exists()
+    finally:
+        os.close(fd)
+
+
+def test_a_lease_on_a_read_only_lock_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock file that cannot be opened for writing is locked read-only: still a lease."""
+    data = DataDir.resolve(tmp_path)
+    data.create()
+    (data.root / launcher.CLIENTS_LOCK).touch()
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith(launcher.CLIENTS_LOCK) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(launcher.os, "open", read_only)
+    try:
+        assert launcher._take_lease(data, 0.0) is launcher._Lease.HELD
+        probe = real_open(data.root / launcher.CLIENTS_LOCK, os.O_RDWR)
+        try:
+            assert launcher._try_flock(probe, fcntl.LOCK_EX) is False  # the lease holds
+        finally:
+            os.close(probe)
+    finally:
+        launcher._release_lease(data.root)
