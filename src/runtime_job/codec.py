@@ -303,6 +303,45 @@ class SettingsRegistry:
 _DEFAULT_SETTINGS_REGISTRY: Final = SettingsRegistry()
 
 
+_QUANTUM_INFO_SETTINGS: Final[dict[tuple[str, str], str]] = {
+    (f"qiskit.quantum_info.{module}", name): name
+    for module, name in (
+        ("operators.symplectic.pauli", "Pauli"),
+        ("operators.symplectic.pauli_list", "PauliList"),
+        ("operators.symplectic.sparse_pauli_op", "SparsePauliOp"),
+        ("operators.operator", "Operator"),
+        ("operators.channel.choi", "Choi"),
+        ("operators.channel.superop", "SuperOp"),
+        ("operators.channel.kraus", "Kraus"),
+        ("operators.channel.chi", "Chi"),
+        ("operators.channel.ptm", "PTM"),
+        ("operators.channel.stinespring", "Stinespring"),
+        ("states.statevector", "Statevector"),
+        ("states.densitymatrix", "DensityMatrix"),
+    )
+}
+"""The ``qiskit.quantum_info`` classes every decoder rebuilds from ``settings`` payloads.
+
+Keyed by the exact ``(__module__, __class__)`` a payload names (the same in qiskit-terra
+0.23/0.24 and qiskit 1.x/2.x); the class is then taken from ``qiskit.quantum_info`` itself,
+so the module a payload names is never imported.
+"""
+
+
+def _quantum_info_class(module: object, name: object) -> type | None:
+    """The built-in allow-list's class for a payload, or ``None`` when it is not on it."""
+    if not isinstance(module, str) or not isinstance(name, str):
+        return None
+    attribute = _QUANTUM_INFO_SETTINGS.get((module, name))
+    if attribute is None:
+        return None
+    quantum_info = _optional_module("qiskit.quantum_info")
+    if quantum_info is None:
+        return None
+    cls = getattr(quantum_info, attribute, None)
+    return cls if isinstance(cls, type) else None
+
+
 def default_settings_registry() -> SettingsRegistry:
     """Return the process-wide allow-list used when no registry is passed.
 
@@ -476,9 +515,14 @@ def _npy_b64(backend: _Backend, array: np.ndarray[Any, Any]) -> str:
 
 
 def _qpy_bytes(program: Any) -> bytes:
+    """QPY of ``program``; circuit ``metadata`` goes through :class:`RuntimeEncoder`.
+
+    As in the reference, so metadata holding numpy values (or anything else the codec can
+    encode) does not stop a circuit from being sent.
+    """
     qpy = importlib.import_module("qiskit.qpy")
     buffer = io.BytesIO()
-    qpy.dump(program, buffer)
+    qpy.dump(program, buffer, metadata_serializer=RuntimeEncoder)
     return buffer.getvalue()
 
 
@@ -491,6 +535,30 @@ def _wrap_value_in_circuit(value: Any) -> Any:
     return circuit
 
 
+def _parameter_uuid(parameter: Any) -> uuid.UUID:
+    """A ``Parameter``'s UUID: public ``uuid`` since qiskit 1.0, ``_uuid`` in qiskit-terra."""
+    value = getattr(parameter, "uuid", None)
+    if value is None:
+        value = parameter._uuid
+    if not isinstance(value, uuid.UUID):
+        raise TypeError(f"Parameter {parameter!r} has no UUID")
+    return value
+
+
+def _make_parameter(parameter_class: Any, name: str, value: uuid.UUID) -> Any:
+    """``Parameter(name, uuid=value)`` on qiskit 1.x/2.x and on qiskit-terra 0.23/0.24.
+
+    qiskit-terra's ``Parameter`` takes the UUID only in ``__new__`` (as unpickling does), and
+    its ``__init__`` refuses it.
+    """
+    try:
+        return parameter_class(name, uuid=value)
+    except TypeError:
+        parameter = parameter_class.__new__(parameter_class, name, uuid=value)
+        parameter.__init__(name)
+        return parameter
+
+
 def _encode_qiskit(encoder: RuntimeEncoder, obj: Any) -> dict[str, Any] | None:
     """Encode a qiskit object (only called when qiskit is already imported)."""
     from qiskit.circuit import Instruction, Parameter, ParameterExpression, QuantumCircuit
@@ -501,7 +569,7 @@ def _encode_qiskit(encoder: RuntimeEncoder, obj: Any) -> dict[str, Any] | None:
         return {"__type__": "QuantumCircuit", "__value__": value}
     if isinstance(obj, Parameter):
         name = obj.name.encode("utf-8")
-        record = _PARAMETER_RECORD.pack(len(name), obj.uuid.bytes) + name
+        record = _PARAMETER_RECORD.pack(len(name), _parameter_uuid(obj).bytes) + name
         return {"__type__": "Parameter", "__value__": _b64_text(backend, record)}
     if isinstance(obj, ParameterExpression):
         value = _b64_text(backend, _qpy_bytes(_wrap_value_in_circuit(obj)))
@@ -1252,7 +1320,7 @@ class _DecodeSession:
 
     def _settings(self, obj: dict[str, Any]) -> Any:
         module, name = obj.get("__module__"), obj.get("__class__")
-        cls = self.registry.lookup(module, name)
+        cls = self.registry.lookup(module, name) or _quantum_info_class(module, name)
         if cls is None:
             warnings.warn(
                 f"Not rebuilding the settings payload of {module}.{name}: the class is not "
@@ -1286,10 +1354,22 @@ class _DecodeSession:
     def _load_qpy(self, raw: bytes, tag: str) -> Any:
         qpy = _qiskit("qiskit.qpy", tag)
         try:
-            programs = qpy.load(io.BytesIO(raw))
+            programs = qpy.load(io.BytesIO(raw), metadata_deserializer=self._metadata_decoder())
             return programs[0]
         except Exception as err:
             raise ResultDecodingError(f"Invalid QPY data in {tag} payload ({err})") from err
+
+    def _metadata_decoder(self) -> type[json.JSONDecoder]:
+        """A :class:`RuntimeDecoder` with this call's allow-list, for circuit metadata."""
+        registry, limit = self.registry, self.budget.limit
+
+        class _CircuitMetadataDecoder(RuntimeDecoder):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(
+                    *args, max_decompressed_size=limit, settings_registry=registry, **kwargs
+                )
+
+        return _CircuitMetadataDecoder
 
     def _compressed_qpy(self, obj: dict[str, Any], tag: str) -> Any:
         _qiskit("qiskit.qpy", tag)
@@ -1318,7 +1398,7 @@ class _DecodeSession:
             name = raw[size:].decode("utf-8")
         except UnicodeDecodeError as err:
             raise ResultDecodingError("Parameter payload name is not UTF-8") from err
-        return circuit_module.Parameter(name, uuid=uuid.UUID(bytes=uuid_bytes))
+        return _make_parameter(circuit_module.Parameter, name, uuid.UUID(bytes=uuid_bytes))
 
     def _parameter_expression(self, obj: dict[str, Any]) -> Any:
         _qiskit("qiskit.circuit", "ParameterExpression")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import json
 import logging
 import math
@@ -241,6 +242,87 @@ class EstimatorResultDecoder(ResultDecoder):
             ) from err
 
 
+@functools.lru_cache(maxsize=1)
+def _runner_result_class() -> Any:
+    """qiskit's ``Result`` with ``get_quasiprobabilities``, or ``None`` without qiskit."""
+    try:
+        result_module = importlib.import_module("qiskit.result")
+    except ImportError:
+        return None
+    base, quasi_distribution = result_module.Result, result_module.QuasiDistribution
+    qiskit_error = importlib.import_module("qiskit.exceptions").QiskitError
+
+    def get_quasiprobabilities(self: Any, experiment: Any = None) -> Any:
+        """The quasi-probabilities of one experiment (by index) or of all of them.
+
+        Returns one ``QuasiDistribution`` when there is one, else a list; raises qiskit's
+        ``QiskitError`` for an experiment without them (as the reference does).
+        """
+        keys = range(len(self.results)) if experiment is None else [experiment]
+        found = []
+        for key in keys:
+            data = self.data(key)
+            if "quasiprobabilities" not in data:
+                raise qiskit_error(f"No quasi-probability distribution for experiment {key!r}")
+            result = self.results[key]
+            width = len(getattr(result.header, "final_measurement_mapping", []) or [])
+            quasi = {
+                format(int(hex_key, 16), "b").zfill(width): value
+                for hex_key, value in data["quasiprobabilities"].items()
+            }
+            found.append(quasi_distribution(quasi, shots=result.shots))
+        return found[0] if len(found) == 1 else found
+
+    return type(
+        "RunnerResult",
+        (base,),
+        {
+            "__module__": __name__,
+            "__doc__": "A qiskit Result of the circuit-runner program.",
+            "get_quasiprobabilities": get_quasiprobabilities,
+        },
+    )
+
+
+class RunnerResult(ResultDecoder):
+    """Results of the ``circuit-runner`` program, as a qiskit ``Result``.
+
+    The decoded value is an instance of a subclass of ``qiskit.result.Result`` that also has
+    ``get_quasiprobabilities(experiment=None)``, as the reference's ``RunnerResult``. Unlike
+    the reference (plain ``json``), the payload is read with the runtime codec. Without
+    qiskit the decoded dict is returned unchanged.
+    """
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> Any:
+        """Decode a circuit-runner result.
+
+        Args:
+            raw: The payload.
+
+        Returns:
+            A qiskit ``Result`` (with ``get_quasiprobabilities``), or the decoded dict
+            without qiskit.
+
+        Raises:
+            ResultDecodingError: The payload is not JSON or not a ``Result`` dict.
+        """
+        data = super().decode(raw)
+        result_class = _runner_result_class()
+        if result_class is None:
+            logger.debug("qiskit's Result is not available; returning the plain dict")
+            return data
+        if isinstance(data, result_class):
+            return data
+        try:
+            return result_class.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ResultDecodingError(
+                f"The result is not a circuit-runner result ({type(err).__name__}: {err})",
+                excerpt=_excerpt(raw),
+            ) from err
+
+
 DecoderSpec: TypeAlias = "type[ResultDecoder] | tuple[type[ResultDecoder], type[ResultDecoder]]"
 """A decoder class, or an ``(interim, final)`` pair of them."""
 
@@ -252,6 +334,8 @@ def _default_decoders() -> Mapping[str, DecoderSpec]:
         {
             "sampler": (ResultDecoder, SamplerResultDecoder),
             "estimator": (ResultDecoder, EstimatorResultDecoder),
+            "circuit-runner": RunnerResult,
+            "qasm3-runner": RunnerResult,
         }
     )
 
@@ -261,28 +345,76 @@ DEFAULT_DECODERS: Mapping[str, DecoderSpec] = _default_decoders()
 
 With qiskit installed: ``sampler`` and ``estimator`` map to ``(ResultDecoder, final)`` pairs,
 so interim results stay plain and the final result becomes a ``SamplerResult`` or
-``EstimatorResult``. Without qiskit it is empty. qiskit is not imported to build it.
+``EstimatorResult``; ``circuit-runner`` and ``qasm3-runner`` map to :class:`RunnerResult`.
+Without qiskit it is empty. qiskit is not imported to build it.
 """
 
 
+def _has_decode_classmethod(candidate: type) -> bool:
+    """Whether ``candidate`` defines ``decode`` as a classmethod or staticmethod."""
+    try:
+        attribute = inspect.getattr_static(candidate, "decode")
+    except AttributeError:
+        return False
+    return isinstance(attribute, (classmethod, staticmethod))
+
+
+@functools.lru_cache(maxsize=64)
+def _adapter(foreign: Any) -> type[ResultDecoder]:
+    """A :class:`ResultDecoder` that hands ``foreign.decode`` the text of a result.
+
+    Foreign decoders (the reference's, or any class with a ``decode`` classmethod) were
+    written for text: the payload is given to them as ``str``, never as bytes. Whatever they
+    return or raise is passed on unchanged. ``__wrapped__`` is the foreign class.
+    """
+
+    def decode(cls: type[ResultDecoder], raw: str | bytes) -> Any:
+        if isinstance(raw, (bytes, bytearray)):
+            try:
+                raw = bytes(raw).decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ResultDecodingError(
+                    f"The result is not UTF-8 text ({err})", excerpt=_excerpt(raw)
+                ) from err
+        return foreign.decode(raw)
+
+    namespace = {
+        "decode": classmethod(decode),
+        "__wrapped__": foreign,
+        "__doc__": f"{foreign.__module__}.{foreign.__qualname__}, accepted by duck type.",
+        "__module__": foreign.__module__,
+        "__qualname__": foreign.__qualname__,
+    }
+    return type(foreign.__name__, (ResultDecoder,), namespace)
+
+
 def _check_decoder(candidate: object) -> type[ResultDecoder]:
-    if isinstance(candidate, type) and issubclass(candidate, ResultDecoder):
-        return candidate
+    if isinstance(candidate, type):
+        if issubclass(candidate, ResultDecoder):
+            return candidate
+        if _has_decode_classmethod(candidate):
+            foreign: Any = candidate
+            return _adapter(foreign)
     raise TypeError(
-        f"A result decoder must be a ResultDecoder subclass (the class itself, not an "
-        f"instance), not {candidate!r}"
+        f"A result decoder must be a ResultDecoder subclass or another class with a "
+        f"decode classmethod (the class itself, not an instance), not {candidate!r}"
     )
 
 
 def resolve_decoders(
-    result_decoder: type[ResultDecoder] | Sequence[type[ResultDecoder]] | None,
+    result_decoder: type[Any] | Sequence[type[Any]] | None,
     program_id: str | None,
 ) -> tuple[type[ResultDecoder], type[ResultDecoder]]:
     """Choose a job's interim and final decoders as the reference does.
 
     The explicit ``result_decoder`` wins; otherwise ``DEFAULT_DECODERS[program_id]``;
     otherwise :class:`ResultDecoder`. A single class serves both roles; a two-item sequence
-    is ``(interim, final)``.
+    (list or tuple) is ``(interim, final)``.
+
+    Decoders are accepted by duck type, as the reference's primitives need: a
+    :class:`ResultDecoder` subclass is used as is; any other class with a ``decode``
+    classmethod (the reference's ``SamplerResultDecoder``, ``RunnerResult``, ...) is wrapped
+    in a :class:`ResultDecoder` that gives it the payload as text.
 
     Args:
         result_decoder: A decoder class, an ``(interim, final)`` pair, or ``None``.
@@ -293,7 +425,7 @@ def resolve_decoders(
 
     Raises:
         ValueError: A sequence that does not hold exactly two decoders.
-        TypeError: Something that is not a :class:`ResultDecoder` subclass.
+        TypeError: Something that is not a class with a ``decode`` classmethod.
     """
     if result_decoder is None:
         return _default_pair(program_id or "")
@@ -326,6 +458,7 @@ __all__ = [
     "EstimatorResultDecoder",
     "LenientResultDecoder",
     "ResultDecoder",
+    "RunnerResult",
     "SamplerResultDecoder",
     "resolve_decoders",
 ]

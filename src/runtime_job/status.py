@@ -13,7 +13,13 @@ from .exceptions import IBMError
 
 
 class JobStatus(enum.Enum):
-    """The state of a job; values are the reference's human-readable messages."""
+    """The state of a job; values are the reference's human-readable messages.
+
+    A member also equals the member of the same name of qiskit's own
+    ``qiskit.providers.JobStatus`` (so ``job.status() == JobStatus.DONE`` holds with the
+    reference's import), and hashes like it. qiskit is never imported for this: the other
+    side is recognised by its class name and module.
+    """
 
     INITIALIZING = "job is being initialized"
     QUEUED = "job is queued"
@@ -22,6 +28,27 @@ class JobStatus(enum.Enum):
     CANCELLED = "job has been cancelled"
     DONE = "job has successfully run"
     ERROR = "job incurred error"
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if _is_qiskit_job_status(other):
+            return bool(self.name == other.name and self.value == other.value)  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        # Enum's hash (the member name): equal to the hash of qiskit's member of that name.
+        return hash(self._name_)
+
+
+def _is_qiskit_job_status(other: object) -> bool:
+    """Whether ``other`` is a member of qiskit's ``JobStatus`` enum (without importing it)."""
+    cls = type(other)
+    return (
+        isinstance(other, enum.Enum)
+        and cls.__name__ == "JobStatus"
+        and cls.__module__.split(".")[:2] == ["qiskit", "providers"]
+    )
 
 
 JOB_FINAL_STATES: tuple[JobStatus, ...] = (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.ERROR)

@@ -316,7 +316,7 @@ def test_sampler_and_estimator_with_qiskit(alice: Api) -> None:
     job = alice.wait_final(job_id, timeout=60)
     assert job["state"]["status"] == "COMPLETED", alice.get(f"/jobs/{job_id}/results").text
     result = codec.loads(alice.get(f"/jobs/{job_id}/results").text)
-    dist = {int(k): v for k, v in result["quasi_dists"][0].items()}
+    dist = {int(k, 16): v for k, v in result["quasi_dists"][0].items()}
     assert dist == pytest.approx({0: 0.5, 3: 0.5})
     params = codec.dumps({"circuits": [bell], "observables": ["ZZ"]})
     job_id = alice.submit("estimator", json.loads(params))

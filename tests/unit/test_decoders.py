@@ -17,6 +17,7 @@ from runtime_job.decoders import (
     EstimatorResultDecoder,
     LenientResultDecoder,
     ResultDecoder,
+    RunnerResult,
     SamplerResultDecoder,
     resolve_decoders,
 )
@@ -136,6 +137,59 @@ class TestLenientResultDecoder:
             LenientResultDecoder.decode(None)  # type: ignore[arg-type]
 
 
+class _ForeignDecoder:
+    """A decoder of another library (the reference's shape): only a ``decode`` classmethod."""
+
+    seen: list[Any] = []
+
+    @classmethod
+    def decode(cls, data: str) -> Any:
+        cls.seen.append(data)
+        return {"foreign": json.loads(data)}
+
+
+class _ForeignFinal:
+    @staticmethod
+    def decode(data: str) -> Any:
+        return ("final", data)
+
+
+class _InstanceDecode:
+    def decode(self, data: str) -> Any:
+        return data
+
+
+class TestDuckTypedDecoders:
+    """Any class with a ``decode`` classmethod is a decoder (the reference passes its own)."""
+
+    def test_a_foreign_class_is_accepted_and_gets_text(self) -> None:
+        _ForeignDecoder.seen.clear()
+        interim, final = resolve_decoders(_ForeignDecoder, "sampler")
+        assert interim is final and issubclass(final, ResultDecoder)
+        assert final.__wrapped__ is _ForeignDecoder  # type: ignore[attr-defined]
+        assert final.decode(b'{"a": 1}') == {"foreign": {"a": 1}}
+        assert final.decode('{"b": 2}') == {"foreign": {"b": 2}}
+        assert _ForeignDecoder.seen == ['{"a": 1}', '{"b": 2}']  # bytes became text
+
+    @pytest.mark.parametrize("container", [list, tuple])
+    def test_a_list_or_tuple_of_foreign_classes(self, container: Any) -> None:
+        interim, final = resolve_decoders(container([_ForeignDecoder, _ForeignFinal]), None)
+        assert interim.decode("[1]") == {"foreign": [1]}
+        assert final.decode("x") == ("final", "x")
+        mixed = resolve_decoders([ResultDecoder, _ForeignFinal], None)
+        assert mixed[0] is ResultDecoder
+
+    def test_the_same_foreign_class_gives_the_same_adapter(self) -> None:
+        assert (
+            resolve_decoders(_ForeignDecoder, None)[0] is resolve_decoders(_ForeignDecoder, None)[0]
+        )
+
+    def test_bytes_that_are_not_utf8_are_a_decoding_error(self) -> None:
+        _, final = resolve_decoders(_ForeignDecoder, None)
+        with pytest.raises(ResultDecodingError, match="not UTF-8"):
+            final.decode(b"\xff\xfe")
+
+
 class TestResolveDecoders:
     def test_explicit_class(self) -> None:
         assert resolve_decoders(LenientResultDecoder, "sampler") == (
@@ -174,6 +228,16 @@ class TestResolveDecoders:
             resolve_decoders(bad, None)
         assert "not " in str(info.value)
 
+    @pytest.mark.parametrize(
+        "bad",
+        [bytes, _InstanceDecode, _ForeignDecoder()],
+        ids=["bytes-method", "instance-method", "foreign-instance"],
+    )
+    def test_decode_must_be_a_classmethod(self, bad: Any) -> None:
+        with pytest.raises(TypeError, match="must be a ResultDecoder subclass") as info:
+            resolve_decoders(bad, None)
+        assert "not " in str(info.value)
+
 
 class TestDefaultDecoders:
     def test_read_only(self) -> None:
@@ -187,6 +251,8 @@ class TestDefaultDecoders:
             assert DEFAULT_DECODERS["sampler"] == (ResultDecoder, SamplerResultDecoder)
             assert DEFAULT_DECODERS["estimator"] == (ResultDecoder, EstimatorResultDecoder)
             assert resolve_decoders(None, "sampler") == (ResultDecoder, SamplerResultDecoder)
+            assert DEFAULT_DECODERS["circuit-runner"] is RunnerResult
+            assert DEFAULT_DECODERS["qasm3-runner"] is RunnerResult
 
     def test_without_qiskit_there_are_no_entries(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
@@ -242,3 +308,60 @@ class TestPrimitiveDecoders:
         interim, final = resolve_decoders(None, "sampler")
         assert interim.decode('{"iteration": 1}') == {"iteration": 1}
         assert final is SamplerResultDecoder
+
+
+class TestRunnerResult:
+    """Our decoder of circuit-runner results: a qiskit Result with get_quasiprobabilities."""
+
+    @pytest.fixture(autouse=True)
+    def _qiskit(self) -> None:
+        pytest.importorskip("qiskit.result")
+
+    @staticmethod
+    def payload(**data: Any) -> str:
+        return dumps(
+            {
+                "backend_name": "local_simulator",
+                "backend_version": "0.1.0",
+                "qobj_id": "q",
+                "job_id": "j",
+                "success": True,
+                "results": [
+                    {
+                        "shots": 100,
+                        "success": True,
+                        "data": {"counts": {"0x0": 40, "0x3": 60}, **data},
+                        "header": {
+                            "name": "bell",
+                            "memory_slots": 2,
+                            "creg_sizes": [["c", 2]],
+                            "final_measurement_mapping": [0, 1],
+                        },
+                    }
+                ],
+            }
+        )
+
+    def test_decodes_a_result(self) -> None:
+        from qiskit.result import Result
+
+        out = RunnerResult.decode(self.payload(memory=["0x3", "0x0"]))
+        assert isinstance(out, Result) and type(out).__name__ == "RunnerResult"
+        assert out.get_counts() == {"00": 40, "11": 60}
+        assert out.get_memory() == ["11", "00"]
+
+    def test_quasiprobabilities(self) -> None:
+        from qiskit.exceptions import QiskitError
+
+        out = RunnerResult.decode(self.payload(quasiprobabilities={"0x0": 0.4, "0x3": 0.6}))
+        assert dict(out.get_quasiprobabilities()) == {0: 0.4, 3: 0.6}
+        with pytest.raises(QiskitError, match="No quasi-probability"):
+            RunnerResult.decode(self.payload()).get_quasiprobabilities()
+
+    def test_not_a_result_is_a_decoding_error(self) -> None:
+        with pytest.raises(ResultDecodingError, match="not a circuit-runner result"):
+            RunnerResult.decode('{"results": 3}')
+
+    def test_without_qiskit_the_dict_is_returned(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(decoders, "_runner_result_class", lambda: None)
+        assert RunnerResult.decode(self.payload())["backend_name"] == "local_simulator"

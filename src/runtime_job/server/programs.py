@@ -162,13 +162,79 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _bind(circuits: list[Any], parameter_values: Any) -> list[Any]:
-    if not parameter_values:
+    """Bind each circuit to its values, in the order of ``circuit.parameters``.
+
+    That is the order the reference's primitives (and qiskit's) use for a list of values.
+    """
+    values = [] if parameter_values is None else _as_list(parameter_values)
+    if not values:
         return circuits
-    values = _as_list(parameter_values)
-    return [
-        circ.assign_parameters(list(vals)) if len(vals) else circ
-        for circ, vals in zip(circuits, values, strict=False)
-    ]
+    if len(values) != len(circuits):
+        raise ValueError(
+            f"{len(values)} lists of parameter values were given for {len(circuits)} circuits"
+        )
+    bound = []
+    for circuit, vals in zip(circuits, values, strict=True):
+        vals = [float(v) for v in _as_list(vals)] if vals is not None else []
+        if len(vals) != circuit.num_parameters:
+            raise ValueError(
+                f"{len(vals)} parameter values were given for a circuit with "
+                f"{circuit.num_parameters} parameters"
+            )
+        bound.append(circuit.assign_parameters(vals) if vals else circuit)
+    return bound
+
+
+def _select(items: list[Any], indices: Any) -> list[Any]:
+    return items if indices is None else [items[int(i)] for i in _as_list(indices)]
+
+
+def _shots(value: Any) -> int | None:
+    """``None`` (exact) or a positive number of shots."""
+    if value is None:
+        return None
+    shots = int(value)
+    if shots <= 0:
+        raise ValueError(f"shots must be a positive integer or None, not {value!r}")
+    return shots
+
+
+def _rng(seed: Any) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(None if seed is None else int(seed))
+
+
+def _measured_qubits(circuit: Any) -> list[tuple[int, int]]:
+    """``(clbit, qubit)`` of every measurement, by classical bit (the last one per bit wins)."""
+    mapping: dict[int, int] = {}
+    for instruction in circuit.data:
+        if instruction.operation.name == "measure":
+            clbit = circuit.find_bit(instruction.clbits[0]).index
+            mapping[clbit] = circuit.find_bit(instruction.qubits[0]).index
+    return sorted(mapping.items())
+
+
+def _final_state(circuit: Any) -> Any:
+    from qiskit.quantum_info import Statevector
+
+    return Statevector(circuit.remove_final_measurements(inplace=False))
+
+
+def _probabilities(circuit: Any) -> tuple[Any, list[tuple[int, int]]]:
+    """The exact outcome distribution over the measured qubits, in classical-bit order.
+
+    Returns ``({bit string: probability}, measured)``; without measurements, all qubits.
+    As qiskit's reference ``Sampler``: ``probabilities_dict(qargs, decimals=16)``.
+    """
+    measured = _measured_qubits(circuit)
+    qargs = [qubit for _, qubit in measured] or list(range(circuit.num_qubits))
+    return _final_state(circuit).probabilities_dict(qargs=qargs, decimals=16), measured
+
+
+def _header_metadata(circuit: Any) -> dict[str, Any]:
+    metadata = getattr(circuit, "metadata", None)
+    return dict(metadata) if isinstance(metadata, dict) else {}
 
 
 def sampler(
@@ -180,45 +246,49 @@ def sampler(
     run_options: Mapping[str, Any] | None = None,
     **_: Any,
 ) -> dict[str, Any]:
-    """Sample circuits exactly (statevector) and return quasi-distributions (needs qiskit).
+    """Quasi-distributions of circuits, as the hosted ``sampler`` program returned them.
+
+    The inputs are those the reference's ``Sampler`` sends (``circuits``, ``parameters``,
+    ``circuit_indices``, ``parameter_values``, ``run_options``, ``transpilation_settings``,
+    ``resilience_settings``); the settings are accepted and ignored (noiseless statevector
+    simulation). With ``run_options["shots"]`` the counts are drawn as qiskit's reference
+    ``Sampler`` draws them (one multinomial draw per circuit, seeded by
+    ``run_options["seed_simulator"]``); with ``shots=None`` the distribution is exact.
 
     Args:
         backend: The backend.
         user_messenger: Unused.
         circuits: A circuit or a list of circuits.
-        parameter_values: One list of parameter values per circuit.
+        parameter_values: One list of parameter values per selected circuit.
         circuit_indices: Which circuits to run (default: all, in order).
-        run_options: ``{"shots": n}``; ``None`` shots gives exact probabilities.
-        **_: Other options, ignored.
+        run_options: ``shots`` (default 1024; ``None`` for exact) and ``seed_simulator``.
+        **_: Other inputs, ignored.
 
     Returns:
-        ``{"quasi_dists": [{int: float}], "metadata": [{"shots": n}]}``.
+        ``{"quasi_dists": [{"0x3": p, ...}], "metadata": [{"header_metadata": {...},
+        "shots": n}]}``: keys as hexadecimal text (what the reference's decoder and
+        ``QuasiDistribution`` accept), ``shots`` left out in exact mode (never ``null``).
     """
-    from qiskit.quantum_info import Statevector
-
-    circs = _as_list(circuits)
-    if circuit_indices is not None:
-        circs = [circs[int(i)] for i in _as_list(circuit_indices)]
-    circs = _bind(circs, parameter_values)
-    shots = (run_options or {}).get("shots", 1024)
-    quasi_dists: list[dict[int, float]] = []
+    options = dict(run_options or {})
+    shots = _shots(options.get("shots", 1024))
+    rng = _rng(options.get("seed_simulator"))
+    circs = _bind(_select(_as_list(circuits), circuit_indices), parameter_values)
+    quasi_dists: list[dict[str, float]] = []
     metadata: list[dict[str, Any]] = []
     for circ in circs:
-        measured = sorted(
-            (circ.find_bit(inst.clbits[0]).index, circ.find_bit(inst.qubits[0]).index)
-            for inst in circ.data
-            if inst.operation.name == "measure"
-        )
-        qargs = [q for _, q in measured] or list(range(circ.num_qubits))
-        state = Statevector(circ.remove_final_measurements(inplace=False))
-        if shots:
-            counts = state.sample_counts(int(shots), qargs=qargs)
-            dist = {int(k, 2): v / int(shots) for k, v in counts.items()}
-        else:
-            probs = state.probabilities_dict(qargs=qargs)
-            dist = {int(k, 2): float(v) for k, v in probs.items() if v > 1e-12}
-        quasi_dists.append(dist)
-        metadata.append({"shots": int(shots) if shots else None})
+        probabilities = _probabilities(circ)[0]
+        if shots is not None:
+            counts = rng.multinomial(shots, list(probabilities.values()))
+            probabilities = {
+                key: int(count) / shots
+                for key, count in zip(probabilities, counts, strict=True)
+                if count > 0
+            }
+        quasi_dists.append({hex(int(key, 2)): float(p) for key, p in probabilities.items()})
+        meta: dict[str, Any] = {"header_metadata": _header_metadata(circ)}
+        if shots is not None:
+            meta["shots"] = shots
+        metadata.append(meta)
     return {"quasi_dists": quasi_dists, "metadata": metadata}
 
 
@@ -230,39 +300,180 @@ def estimator(
     parameter_values: Any = None,
     circuit_indices: Any = None,
     observable_indices: Any = None,
+    run_options: Mapping[str, Any] | None = None,
     **_: Any,
 ) -> dict[str, Any]:
-    """Exact expectation values of observables on circuits (needs qiskit).
+    """Expectation values, as the hosted ``estimator`` program returned them.
+
+    The inputs are those the reference's ``Estimator`` sends. Observables arrive as
+    ``SparsePauliOp`` (rebuilt from their ``settings`` payload), ``Pauli``, ``PauliList``
+    or Pauli strings. Exact with ``shots=None``; with shots, each value is drawn as qiskit's
+    reference ``Estimator`` draws it (normal, standard deviation ``sqrt(variance / shots)``,
+    seeded by ``run_options["seed_simulator"]``).
 
     Args:
         backend: The backend.
         user_messenger: Unused.
         circuits: A circuit or a list of circuits.
-        observables: An observable (Pauli string, ``SparsePauliOp``) or one per circuit.
-        parameter_values: One list of parameter values per circuit.
-        circuit_indices: Which circuits to run, one per expectation value.
-        observable_indices: Which observables, one per expectation value.
-        **_: Other options, ignored.
+        observables: An observable or a list of them.
+        parameter_values: One list of parameter values per expectation value.
+        circuit_indices: Which circuit each expectation value uses.
+        observable_indices: Which observable each expectation value uses.
+        run_options: ``shots`` (default 1024; ``None`` for exact) and ``seed_simulator``.
+        **_: Other inputs, ignored.
 
     Returns:
-        ``{"values": [float], "metadata": [{}]}``.
+        ``{"values": [float], "metadata": [{"variance": v, "shots": n}]}`` (``{}`` per value
+        in exact mode).
     """
-    from qiskit.quantum_info import SparsePauliOp, Statevector
-
-    circs = _as_list(circuits)
-    obs = [SparsePauliOp(o) if isinstance(o, str) else o for o in _as_list(observables)]
-    if circuit_indices is not None:
-        circs = [circs[int(i)] for i in _as_list(circuit_indices)]
-    if observable_indices is not None:
-        obs = [obs[int(i)] for i in _as_list(observable_indices)]
+    options = dict(run_options or {})
+    shots = _shots(options.get("shots", 1024))
+    rng = _rng(options.get("seed_simulator"))
+    circs = _select(_as_list(circuits), circuit_indices)
+    obs = _select([_observable(o) for o in _as_list(observables)], observable_indices)
     if len(obs) == 1 and len(circs) > 1:
         obs = obs * len(circs)
+    if len(obs) != len(circs):
+        raise ValueError(f"{len(circs)} circuits were given with {len(obs)} observables")
     circs = _bind(circs, parameter_values)
-    values = [
-        float(Statevector(circ.remove_final_measurements(inplace=False)).expectation_value(o).real)
-        for circ, o in zip(circs, obs, strict=True)
+    values: list[float] = []
+    metadata: list[dict[str, Any]] = []
+    for circ, observable in zip(circs, obs, strict=True):
+        if circ.num_qubits != observable.num_qubits:
+            raise ValueError(
+                f"A circuit of {circ.num_qubits} qubits was given an observable of "
+                f"{observable.num_qubits} qubits"
+            )
+        state = _final_state(circ)
+        value = float(state.expectation_value(observable).real)
+        if shots is None:
+            values.append(value)
+            metadata.append({})
+            continue
+        square = (observable @ observable).simplify(atol=0)
+        variance = max(float(state.expectation_value(square).real) - value**2, 0.0)
+        values.append(float(rng.normal(value, (variance / shots) ** 0.5)))
+        metadata.append({"variance": variance, "shots": shots})
+    return {"values": values, "metadata": metadata}
+
+
+def _observable(value: Any) -> Any:
+    """A ``SparsePauliOp`` from what an estimator may be sent as an observable."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    if isinstance(value, SparsePauliOp):
+        return value
+    try:
+        return SparsePauliOp(value)
+    except Exception as err:
+        raise ValueError(
+            f"Cannot use {type(value).__name__} {value!r:.200} as an observable ({err})"
+        ) from None
+
+
+def circuit_runner(
+    backend: LocalBackend,
+    user_messenger: UserMessenger,
+    circuits: Any = None,
+    shots: int = 1024,
+    memory: bool = False,
+    seed_simulator: int | None = None,
+    measurement_error_mitigation: bool = False,
+    **_: Any,
+) -> dict[str, Any]:
+    """Run circuits and return a qiskit ``Result`` as a dict, as the hosted ``circuit-runner``.
+
+    The inputs are those the hosted program took: ``circuits``, ``shots``, ``memory``,
+    ``seed_simulator``, ``measurement_error_mitigation``, and the transpilation settings
+    (``initial_layout``, ``layout_method``, ``routing_method``, ``translation_method``,
+    ``seed_transpiler``, ``optimization_level``, ``init_qubits``, ``rep_delay``,
+    ``transpiler_options``, ``use_measure_esp``), which are accepted and have no effect on a
+    noiseless simulation. The result is plain JSON (hexadecimal count keys), so the
+    reference's ``RunnerResult`` (which reads it with ``json.loads``) and ours both decode it.
+    With ``measurement_error_mitigation`` each experiment also carries
+    ``quasiprobabilities`` and the header its ``final_measurement_mapping``.
+
+    Args:
+        backend: The backend.
+        user_messenger: Unused.
+        circuits: A circuit or a list of circuits.
+        shots: Shots per circuit.
+        memory: Whether to return each shot's outcome (``data.memory``).
+        seed_simulator: Seed of the sampling.
+        measurement_error_mitigation: Whether to add quasi-probabilities.
+        **_: Other inputs, ignored.
+
+    Returns:
+        A ``qiskit.result.Result`` dict.
+    """
+    import uuid as uuid_module
+
+    count = _shots(shots)
+    if count is None:
+        raise ValueError("circuit-runner needs a number of shots")
+    rng = _rng(seed_simulator)
+    results = [
+        _run_experiment(circ, count, bool(memory), rng, bool(measurement_error_mitigation))
+        for circ in _as_list(circuits)
     ]
-    return {"values": values, "metadata": [{} for _ in values]}
+    return {
+        "backend_name": backend.name,
+        "backend_version": "0.1.0",
+        "qobj_id": str(uuid_module.uuid4()),
+        "job_id": "",
+        "success": True,
+        "status": "COMPLETED",
+        "header": {"backend_name": backend.name, "backend_version": "0.1.0"},
+        "results": results,
+    }
+
+
+def _run_experiment(circuit: Any, shots: int, memory: bool, rng: Any, quasi: bool) -> Any:
+    """One experiment of a ``Result`` dict: counts (and memory) keyed by classical register."""
+    probabilities, measured = _probabilities(circuit)
+    if not measured:
+        raise ValueError(f"Circuit {circuit.name!r} has no measurements")
+    outcomes = [int(key, 2) for key in probabilities]
+    draws = rng.choice(len(outcomes), size=shots, p=list(probabilities.values()))
+    # An outcome's bit i belongs to the i-th measured classical bit.
+    values = []
+    for outcome in outcomes:
+        value = 0
+        for position, (clbit, _) in enumerate(measured):
+            if outcome >> position & 1:
+                value |= 1 << clbit
+        values.append(value)
+    counts: dict[str, int] = {}
+    shot_memory: list[str] = []
+    for draw in draws:
+        key = hex(values[int(draw)])
+        counts[key] = counts.get(key, 0) + 1
+        if memory:
+            shot_memory.append(key)
+    data: dict[str, Any] = {"counts": counts}
+    if memory:
+        data["memory"] = shot_memory
+    header: dict[str, Any] = {
+        "name": circuit.name,
+        "metadata": _header_metadata(circuit),
+        "memory_slots": circuit.num_clbits,
+        "n_qubits": circuit.num_qubits,
+        "creg_sizes": [[reg.name, reg.size] for reg in circuit.cregs],
+        "qreg_sizes": [[reg.name, reg.size] for reg in circuit.qregs],
+        "clbit_labels": [[reg.name, index] for reg in circuit.cregs for index in range(reg.size)],
+        "qubit_labels": [[reg.name, index] for reg in circuit.qregs for index in range(reg.size)],
+    }
+    if quasi:
+        data["quasiprobabilities"] = {key: n / shots for key, n in counts.items()}
+        header["final_measurement_mapping"] = [qubit for _, qubit in measured]
+    return {
+        "shots": shots,
+        "success": True,
+        "status": "DONE",
+        "meas_level": 2,
+        "data": data,
+        "header": header,
+    }
 
 
 _BUILTINS: dict[str, str] = {
@@ -275,6 +486,7 @@ _BUILTINS: dict[str, str] = {
 _QISKIT_BUILTINS: dict[str, str] = {
     "sampler": f"{__name__}:sampler",
     "estimator": f"{__name__}:estimator",
+    "circuit-runner": f"{__name__}:circuit_runner",
 }
 
 
@@ -287,7 +499,8 @@ def qiskit_available() -> bool:
 
 
 def builtin_programs() -> dict[str, str]:
-    """The built-in programs (``sampler``/``estimator`` only when qiskit is installed)."""
+    """The built-in programs (``sampler``, ``estimator`` and ``circuit-runner`` only when
+    qiskit is installed)."""
     programs = dict(_BUILTINS)
     if qiskit_available():
         programs.update(_QISKIT_BUILTINS)
@@ -390,6 +603,7 @@ __all__ = [
     "ProgramRegistry",
     "UserMessenger",
     "builtin_programs",
+    "circuit_runner",
     "echo",
     "estimator",
     "fail",
