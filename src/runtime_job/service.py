@@ -105,6 +105,7 @@ class RuntimeService:
         config = resolve_config(
             channel, token, url, instance, proxies, verify, name=name, filename=filename
         )
+        self._account_config = config  # for active_account(): the API token and login URL
         channel, token, url, instance = config.channel, config.token, config.url, config.instance
         common: dict[str, Any] = {
             "proxies": config.proxies,
@@ -590,6 +591,81 @@ class RuntimeService:
         return self._backend_objects.get((name, instance)) or self._backend_or_placeholder(
             name, instance
         )
+
+    # ------------------------------------------------- the account, as SDK wrappers read it
+
+    def active_account(self) -> dict[str, Any]:
+        """The account in use, in the reference's saved format.
+
+        ``RuntimeService(**service.active_account())`` builds a service on the same account.
+        The keys are ``channel``, ``token``, ``url``, ``instance``, ``proxies`` (a dict) and
+        ``verify``, each only when set, as the reference's ``Account.to_saved_format()``. On
+        ``ibm_quantum`` they are the API token and the login URL (never the access token of
+        this service's session); on ``local`` they name the server this service uses.
+
+        Returns:
+            A new dict (it holds the token: do not log it).
+        """
+        config = self.__dict__.get("_account_config")
+        params = self._client_params
+        token: str | None = params.token
+        url: str | None = params.url
+        instance: str | None = params.instance
+        if self._channel == "ibm_quantum":
+            instance = self._default_instance
+            if config is not None:
+                token, url = config.token, config.url or QISKIT_IBM_RUNTIME_API_URL
+        proxy = params.proxy_config
+        proxies = {
+            key: value
+            for key, value in (
+                ("urls", proxy.urls),
+                ("username_ntlm", proxy.username_ntlm),
+                ("password_ntlm", proxy.password_ntlm),
+            )
+            if value
+        }
+        account: dict[str, Any] = {
+            "channel": self._channel,
+            "token": token,
+            "url": url,
+            "instance": instance,
+            "proxies": dict(proxies) or None,
+            "verify": params.verify,
+        }
+        return {key: value for key, value in account.items() if value is not None}
+
+    class _Account:
+        """What the reference's ``service._account`` offers: the account's settings.
+
+        Attributes: ``channel``, ``token``, ``url``, ``instance``, ``proxies`` (a
+        ``ProxyConfiguration`` or ``None``) and ``verify``. The repr leaves the token out.
+        """
+
+        def __init__(self, saved: dict[str, Any]) -> None:
+            self.channel: str = saved["channel"]
+            self.token: str | None = saved.get("token")
+            self.url: str | None = saved.get("url")
+            self.instance: str | None = saved.get("instance")
+            proxies = saved.get("proxies")
+            self.proxies = ProxyConfiguration.from_value(proxies) if proxies else None
+            self.verify: bool | str = saved.get("verify", True)
+            self._saved = saved
+
+        def to_saved_format(self) -> dict[str, Any]:
+            """The account as ``active_account()`` returns it."""
+            return dict(self._saved)
+
+        def __repr__(self) -> str:
+            return (
+                f"<Account channel={self.channel!r} url={self.url!r} "
+                f"instance={self.instance!r}>"
+            )
+
+    @property
+    def _account(self) -> RuntimeService._Account:
+        """The account in use, with the reference's attributes (wrappers read it)."""
+        return RuntimeService._Account(self.active_account())
 
 
 QiskitRuntimeService = RuntimeService
