@@ -265,7 +265,7 @@ def test_idempotent_submission(alice: Api, bob: Api) -> None:
         (b"\xff\xfe\x00", 422, "INVALID_JSON"),
         (b'{"program_id": "echo", "tags": ["\\ud800"]}', 422, "INVALID_FIELD"),
         (b'{"program_id": "echo", "runtime": "\\udfff"}', 422, "INVALID_FIELD"),
-        (b'{"program_id": "echo", "params": {"s": "\\ud800"}}', 200, None),
+        (b'{"program_id": "echo", "params": {"s": "\\ud800"}}', 400, "INVALID_PARAMS"),
     ],
 )
 def test_malformed_submissions(alice: Api, body: bytes, status: int, code: str | None) -> None:
