@@ -23,8 +23,9 @@ STREAM_BATCH_BYTES = 1024 * 1024
 A stream holds at most one batch, plus the one message it is sending: the server's memory
 per stream does not grow with the job's output."""
 MAX_CONNECTIONS = 512
-"""Most connections (HTTP and websocket) one server serves at once; beyond it, new
-requests are answered 503 at once and closed."""
+"""Most connections (HTTP and websocket) one server serves at once; beyond it, a new
+connection closes the oldest one still waiting for a request head, or, when every
+connection is busy, is itself closed at once."""
 REQUEST_HEAD_TIMEOUT = 10.0
 """Seconds a connection may take to send a complete request head (and a kept-alive one may
 stay idle) before it is closed: connections that never finish a request cannot pile up."""

@@ -28,10 +28,13 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .._redact import RedactingFilter
 from .._version import __version__
+from . import config as limits
 from .app import AppContext, Notifier, StreamHub, create_app
 from .auth import Authenticator
 from .paths import DataDir
@@ -101,6 +104,137 @@ def _websocket_implementation() -> str:
     return "none"
 
 
+class _GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol with what it lacks against idle connections (slowloris).
+
+    - A connection must send a complete request head within :attr:`head_timeout` seconds of
+      opening, or of the first byte of its next request, or it is closed. uvicorn bounds
+      only the idle time between requests (``timeout_keep_alive``), not a head that never
+      ends, nor a connection that never sends anything.
+    - Beyond :attr:`max_connections`, a new connection makes room by closing the oldest
+      connection that is waiting for its first request head (else the oldest idle
+      kept-alive one); when every connection is busy, the newcomer is closed. (uvicorn's
+      ``limit_concurrency`` answers 503 per request, counting connections already closing
+      and the idle ones that would make room: it refuses users while a slowloris holds
+      the slots.)
+
+    A websocket is authenticated in its handshake (a request head), so a websocket that has
+    not authenticated is covered by the same bound.
+    """
+
+    head_timeout: float = limits.REQUEST_HEAD_TIMEOUT
+    max_connections: int = limits.MAX_CONNECTIONS
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _opened: float = 0.0
+    _served = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._opened = self.loop.time()
+        self._start_head_timer()
+        if len(self.connections) > self.max_connections:
+            self._make_room()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing() or not self._awaiting_head():
+            self._stop_head_timer()
+        elif self._head_timer is None:
+            self._start_head_timer()
+
+    def on_response_complete(self) -> None:
+        self._served += 1
+        super().on_response_complete()
+
+    def _awaiting_head(self) -> bool:
+        """Whether no request is in progress: the next bytes are a request head."""
+        return self.conn.their_state is h11.IDLE and (
+            self.cycle is None or self.cycle.response_complete
+        )
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._awaiting_head() and not self.transport.is_closing():
+            self.transport.close()
+
+    def _make_room(self) -> None:
+        """Close the oldest other connection waiting for a request head, if there is one.
+
+        Connections already closing (their loss is reported on the loop's next turn) are
+        neither counted nor chosen.
+        """
+        live = [conn for conn in self.connections if not _is_closing(conn)]
+        if len(live) <= self.max_connections:
+            return
+        idle = [
+            conn
+            for conn in live
+            if isinstance(conn, _GuardedH11) and conn is not self and conn._awaiting_head()
+        ]
+        if not idle:
+            # Every connection is busy with a request or a stream: refuse the newcomer.
+            self._stop_head_timer()
+            self.transport.close()
+            return
+        # Connections that never completed a request go first (that is what a slowloris
+        # opens); a client's kept-alive connection only when none is left.
+        oldest = min(idle, key=lambda conn: (conn._served > 0, conn._opened))
+        oldest._stop_head_timer()
+        oldest.transport.close()
+
+
+def _is_closing(conn: Any) -> bool:
+    """Whether a connection of uvicorn's (HTTP or websocket protocol) is closing."""
+    transport = getattr(conn, "transport", None)
+    return transport is None or bool(transport.is_closing())
+
+
+class _AcceptErrorLog:
+    """The event loop's exception handler: ``accept()`` out of descriptors logs one line,
+    at most once per :attr:`interval` seconds, instead of a traceback each time.
+
+    asyncio retries ``accept()`` every second while descriptors are exhausted (``EMFILE``),
+    logging a full traceback each time; under a flood of connections that buries the log.
+    Everything else goes to the loop's default handler.
+    """
+
+    interval = 60.0
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not (isinstance(exc, OSError) and "accept" in str(context.get("message", ""))):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        logger.error(
+            "Cannot accept connections: %s; new connections wait until descriptors are free%s.",
+            exc.strerror or exc,
+            more,
+        )
+        self._last, self._suppressed = now, 0
+
+
 class LocalRuntimeServer:
     """A local runtime server running in this process (HTTP thread + worker processes).
 
@@ -124,6 +258,11 @@ class LocalRuntimeServer:
         hold_for_streams: Seconds a queued job waits for a client on its stream before it
             runs anyway (0, the default: it runs as soon as a worker is free). Plays a
             service that starts each job when its client listens.
+        max_connections: Most connections served at once (default
+            :data:`~runtime_job.server.config.MAX_CONNECTIONS`); beyond it the oldest one
+            still waiting for a request is closed, or, when all are busy, the newcomer.
+        request_head_timeout: Seconds a connection may take to send a request head
+            (default :data:`~runtime_job.server.config.REQUEST_HEAD_TIMEOUT`).
 
     Raises:
         ValueError: Inconsistent arguments (TLS half given, non-loopback without TLS, ...).
@@ -144,6 +283,8 @@ class LocalRuntimeServer:
         max_body: int | None = None,
         streams: bool = True,
         hold_for_streams: float = 0.0,
+        max_connections: int = limits.MAX_CONNECTIONS,
+        request_head_timeout: float = limits.REQUEST_HEAD_TIMEOUT,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together.")
@@ -176,6 +317,10 @@ class LocalRuntimeServer:
         if not hold_for_streams >= 0:
             raise ValueError("hold_for_streams must be a number of seconds, 0 or more.")
         self.hold_for_streams = float(hold_for_streams)
+        if max_connections < 1 or not request_head_timeout > 0:
+            raise ValueError("max_connections and request_head_timeout must be positive.")
+        self.max_connections = max_connections
+        self.request_head_timeout = float(request_head_timeout)
         self._url: str | None = None
         self._lock_fd: int | None = None
         self._store: Store | None = None
@@ -302,11 +447,20 @@ class LocalRuntimeServer:
             access_log=False,
             lifespan="off",
             ws=_websocket_implementation(),
-            http="auto",
+            http=type(
+                "GuardedH11",
+                (_GuardedH11,),
+                {
+                    "head_timeout": self.request_head_timeout,
+                    "max_connections": self.max_connections,
+                },
+            ),
             ssl_certfile=self.tls_cert,
             ssl_keyfile=self.tls_key,
             timeout_graceful_shutdown=2,
             timeout_keep_alive=30,
+            h11_max_incomplete_event_size=limits.MAX_REQUEST_HEAD_BYTES,
+            backlog=2048,
             server_header=False,
         )
         self._uvicorn = uvicorn.Server(config)
@@ -374,6 +528,7 @@ class LocalRuntimeServer:
     def _serve(self) -> None:
         assert self._uvicorn is not None and self._socket is not None
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_AcceptErrorLog())
         if self._notifier is not None:
             self._notifier.loop = loop
         try:
