@@ -78,7 +78,8 @@ def test_http_connect_proxy_with_credentials(
         params = ClientParameters(
             channel="local",
             token=server.token,
-            proxies={"urls": {"http": f"http://alice:s3cret@127.0.0.1:{proxy.port}"}},
+            # A ws:// URL uses the https/wss proxy key, as the reference's to_ws_params.
+            proxies={"urls": {"https": f"http://alice:s3cret@127.0.0.1:{proxy.port}"}},
         )
         server.add_job("px", messages=["a", "b"], final=True)
         rec = Recorder()

@@ -70,16 +70,96 @@ class ProxyConfiguration:
         return dict(self.urls or {})
 
     def for_url(self, url: str) -> str | None:
-        """The proxy URL to use for ``url`` (``ws``/``wss`` count as ``http``/``https``)."""
+        """The proxy URL to use for ``url``, or ``None``.
+
+        A websocket URL (``ws`` or ``wss``) looks up the keys the reference's
+        ``to_ws_params`` does, in its order: the URL itself, ``wss``, ``https://host``,
+        ``https``, ``all://host``, ``all`` (so a plain ``ws://`` URL uses the ``https``
+        proxy, as there). Another URL looks up itself, ``scheme://host``, ``scheme``,
+        ``all://host``, ``all``, as ``requests`` does.
+        """
         if not self.urls:
             return None
         parsed = urlparse(url)
-        scheme = {"ws": "http", "wss": "https"}.get(parsed.scheme, parsed.scheme)
+        scheme = parsed.scheme.lower()
+        if scheme in ("ws", "wss"):
+            scheme = "https"
+            keys: tuple[str, ...] = (url, "wss")
+        else:
+            keys = (url,)
         host = parsed.hostname or ""
-        for key in (url, f"{scheme}://{host}", scheme, f"all://{host}", "all"):
+        for key in (*keys, f"{scheme}://{host}", scheme, f"all://{host}", "all"):
             if key in self.urls:
                 return self.urls[key]
         return None
+
+
+class _HeaderAuth:
+    """Sets headers on a ``requests`` call (what ``requests.auth.AuthBase`` subclasses do).
+
+    ``requests`` calls any callable given as ``auth`` with the prepared request; this module
+    does not import ``requests`` (the local server imports it).
+    """
+
+    def get_headers(self) -> dict[str, str]:
+        """The headers to set."""
+        raise NotImplementedError
+
+    def __call__(self, request: Any) -> Any:
+        request.headers.update(self.get_headers())
+        return request
+
+
+class QuantumAuth(_HeaderAuth):
+    """The ibm_quantum (and local) auth handler: ``X-Access-Token``.
+
+    Args:
+        access_token: The access token (or, on ``local``, the API token).
+    """
+
+    def __init__(self, access_token: str) -> None:
+        self.access_token = access_token
+
+    def get_headers(self) -> dict[str, str]:
+        """``{"X-Access-Token": access_token}``."""
+        return {"X-Access-Token": self.access_token}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, QuantumAuth):
+            return self.access_token == other.access_token
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(access_token=<redacted>)"
+
+
+class CloudAuth(_HeaderAuth):
+    """The ibm_cloud auth handler: ``Service-CRN`` and ``Authorization: apikey ...``.
+
+    Args:
+        api_key: The IBM Cloud API key.
+        crn: The service instance's CRN.
+    """
+
+    def __init__(self, api_key: str, crn: str | None) -> None:
+        self.api_key = api_key
+        self.crn = crn
+
+    def get_headers(self) -> dict[str, str]:
+        """``{"Service-CRN": crn, "Authorization": "apikey <api_key>"}``."""
+        return {"Service-CRN": self.crn or "", "Authorization": f"apikey {self.api_key}"}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CloudAuth):
+            return (self.api_key, self.crn) == (other.api_key, other.crn)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_key=<redacted>, crn={self.crn!r})"
 
 
 def checked_token(token: Any) -> Any:
@@ -149,10 +229,13 @@ class ClientParameters:
     _proxy_config: ProxyConfiguration = field(init=False, repr=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # The token is checked however it is set: at construction and when replaced later
-        # (after a login), so every header built from it can be sent.
+        # The token and the proxies are checked however they are set: at construction and
+        # when replaced later (the token after a login; proxies by the user), and every
+        # connection opened afterwards uses the new value.
         if name == "token":
             value = checked_token(value)
+        elif name == "proxies":
+            super().__setattr__("_proxy_config", ProxyConfiguration.from_value(value))
         super().__setattr__(name, value)
 
     def __post_init__(self) -> None:
@@ -164,7 +247,6 @@ class ClientParameters:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise IBMInputValueError(f"{name} must be a positive number, not {value!r}.")
-        self._proxy_config = ProxyConfiguration.from_value(self.proxies)
 
     def __repr__(self) -> str:
         return (
@@ -181,6 +263,17 @@ class ClientParameters:
     def timeout(self) -> tuple[float, float]:
         """``(connect, read)`` timeout for ``requests``."""
         return (float(self.connect_timeout), float(self.read_timeout))
+
+    def get_auth_handler(self) -> CloudAuth | QuantumAuth:
+        """The reference's auth handler: sets this channel's headers on a ``requests`` call.
+
+        Returns:
+            :class:`CloudAuth` on ``ibm_cloud``, else :class:`QuantumAuth`, made from the
+            current token (and instance); a later token needs a new handler.
+        """
+        if self.channel == "ibm_cloud":
+            return CloudAuth(api_key=self.token, crn=self.instance)
+        return QuantumAuth(access_token=self.token)
 
     def auth_headers(self) -> dict[str, str]:
         """The authentication headers for this channel (REST and websocket alike)."""
@@ -222,6 +315,8 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "Channel",
     "ClientParameters",
+    "CloudAuth",
     "ProxyConfiguration",
+    "QuantumAuth",
     "checked_token",
 ]
