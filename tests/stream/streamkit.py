@@ -115,6 +115,9 @@ class Job:
         drop_when_idle: Drop the TCP connection when there is nothing more to send.
         frames_per_connection: After this many data frames, drop the TCP connection.
         cut_mid_frame: With ``frames_per_connection``, send half of the next frame first.
+        stall_mid_frame: With ``frames_per_connection``, send half of the next frame, then
+            go silent: no more bytes, no pong, no FIN or RST (a dead NAT entry), until the
+            client gives up the connection. Later connections are served normally.
         pace: Seconds between frames.
         ack_text: The plain acknowledgement.
         close_with_final: Send the final frame and the close frame in one write (one read).
@@ -137,6 +140,8 @@ class Job:
     drop_when_idle: bool = False
     frames_per_connection: int | None = None
     cut_mid_frame: bool = False
+    stall_mid_frame: bool = False
+    stalls: int = 0
     pace: float = 0.0
     ack_text: str = "ACK"
     close_with_final: bool = False
@@ -361,9 +366,17 @@ class WsServer:
                 if job.frames_per_connection is not None and (
                     frames_here >= job.frames_per_connection
                 ):
-                    if job.cut_mid_frame:
+                    if job.cut_mid_frame or job.stall_mid_frame:
                         writer.write(data[: max(1, len(data) // 2)])
                         await writer.drain()
+                    if job.stall_mid_frame:
+                        job.stall_mid_frame = False  # the next connection is served
+                        job.frames_per_connection = None
+                        job.stalls += 1
+                        job.ignore_pings = True
+                        await client_gone.wait()
+                        job.ignore_pings = False
+                        return
                     await asyncio.sleep(0.005)
                     writer.transport.abort()
                     return

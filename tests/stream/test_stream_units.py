@@ -196,7 +196,9 @@ def test_unusable_settings_raise_at_subscribe() -> None:
         with pytest.raises(WebsocketError, match="Not a websocket URL"):
             hub.subscribe(job_id="j", url="http://h/x", params=params, listener=listener)  # type: ignore[arg-type]
         bad_proxy = ClientParameters(
-            channel="local", token="t", proxies={"urls": {"http": "https://proxy:1"}}
+            channel="local",
+            token="t",
+            proxies={"urls": {"http": "https://proxy:1", "https": "https://proxy:1"}},
         )
         with pytest.raises(WebsocketError, match="cannot carry websockets"):
             hub.subscribe(job_id="j", url="ws://h/x", params=bad_proxy, listener=listener)  # type: ignore[arg-type]

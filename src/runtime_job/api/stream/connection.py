@@ -89,7 +89,7 @@ class StreamConnection:
         self.conn = conn
         reactor = self.hub._reactor
         self._ack_timer = reactor.call_later(self.stream.params.read_timeout, self._ack_timeout)
-        self._ping_timer = reactor.call_later(self.hub.ping_interval, self._ping)
+        self._ping_timer = reactor.call_later(self.hub.ping_interval, self._liveness)
 
     # -- ConnectionProtocol ------------------------------------------------------------
 
@@ -160,28 +160,46 @@ class StreamConnection:
             )
         )
 
-    def _ping(self) -> None:
+    def _liveness(self) -> None:
+        """The connection's one liveness timer: keepalive ping, pong deadline, stalled frame.
+
+        Runs ``ping_interval`` after the last byte received (never re-armed by the data
+        itself, so a busy connection costs nothing). A connection silent that long gets a
+        ping, and is dead if nothing at all arrives within ``ping_timeout`` of it. A
+        connection silent that long *in the middle of a frame* is dead at once: the rest of
+        the frame would come before any pong.
+        """
         self._ping_timer = None
         if self.done or self.conn is None:
             return
-        self.ping_sent_at = time.monotonic()
-        self.conn.write(encode_frame(OP_PING))
-        self._ping_timer = self.hub._reactor.call_later(self.hub.ping_timeout, self._check_alive)
-
-    def _check_alive(self) -> None:
-        self._ping_timer = None
-        if self.done:
-            return
-        if self.last_rx >= self.ping_sent_at:
-            wait = self.ping_sent_at + self.hub.ping_interval - time.monotonic()
-            self._ping_timer = self.hub._reactor.call_later(wait, self._ping)
-            return
-        self._lost(
-            WebsocketTimeoutError(
-                f"Stream for job {self.stream.job_id} at {self.stream.safe_url}: nothing "
-                f"received within {self.hub.ping_timeout:g} s of a keepalive ping."
-            )
-        )
+        now = time.monotonic()
+        hub = self.hub
+        where = f"Stream for job {self.stream.job_id} at {self.stream.safe_url}"
+        if self.ping_sent_at > self.last_rx:  # a ping is waiting for an answer
+            due = self.ping_sent_at + hub.ping_timeout
+            if now >= due:
+                self._lost(
+                    WebsocketTimeoutError(
+                        f"{where}: nothing received within {hub.ping_timeout:g} s of a "
+                        "keepalive ping (the connection is dead)."
+                    )
+                )
+                return
+        else:
+            due = self.last_rx + hub.ping_interval
+            if now >= due:
+                if self.reader.buffered:
+                    self._lost(
+                        WebsocketTimeoutError(
+                            f"{where}: the server stopped in the middle of a frame "
+                            f"(nothing received for {now - self.last_rx:.1f} s)."
+                        )
+                    )
+                    return
+                self.ping_sent_at = now
+                self.conn.write(encode_frame(OP_PING))
+                due = now + hub.ping_timeout
+        self._ping_timer = hub._reactor.call_later(due - now, self._liveness)
 
     def _healthy(self) -> None:
         self._healthy_timer = None

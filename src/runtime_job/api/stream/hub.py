@@ -69,8 +69,8 @@ logger = logging.getLogger("runtime_job.api.stream")
 THREAD_PREFIX: Final = "runtime-job-stream"
 """Every hub thread's name starts with ``runtime-job-stream-``."""
 
-DEFAULT_PING_INTERVAL: Final = 20.0
-DEFAULT_PING_TIMEOUT: Final = 10.0
+DEFAULT_PING_INTERVAL: Final = 5.0
+DEFAULT_PING_TIMEOUT: Final = 3.0
 DEFAULT_IDLE_SHUTDOWN: Final = 1.5
 DEFAULT_CONNECT_THREADS: Final = 2
 DEFAULT_DISPATCH_THREADS: Final = 3
