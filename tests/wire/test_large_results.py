@@ -25,7 +25,6 @@ import urllib3
 from runtime_job.api.body import LARGE_CHUNK_BYTES
 from runtime_job.api.client import RuntimeClient
 from runtime_job.api.params import ClientParameters
-from runtime_job.api.protocol import call_deadline
 from runtime_job.api.retry import RetryPolicy
 from runtime_job.exceptions import IBMNotAuthorizedError, RequestsApiError
 from runtime_job.server import LocalRuntimeServer
@@ -205,10 +204,10 @@ def test_under_a_deadline_the_body_is_read_in_chunks_whole(
 ) -> None:
     server = serve([sized(BODY), sized(BODY, sent=BODY[: LARGE_CHUNK_BYTES + 10])])
     client = _client(make_client, server, RetryPolicy.never())
-    with call_deadline(Deadline(60.0)):
-        assert client.job_results("j1") == BODY
-        with pytest.raises(RequestsApiError) as caught:
-            client.job_results("j1")
+    deadline = Deadline(60.0)
+    assert client.job_results("j1", deadline=deadline) == BODY
+    with pytest.raises(RequestsApiError) as caught:
+        client.job_results("j1", deadline=deadline)
     assert f"after {LARGE_CHUNK_BYTES + 10} of the {len(BODY)} bytes" in caught.value.message
     assert server.accepted == 1
 
@@ -229,10 +228,8 @@ def test_a_gzip_or_chunked_body_is_decoded(
         ]
     )
     client = _client(make_client, server)
-    with call_deadline(Deadline(deadline)):
-        assert client.job_results("j1") == BODY
-        assert client.job_results("j1") == BODY
-        assert client.job_results("j1") == BODY
+    for _ in range(3):
+        assert client.job_results("j1", deadline=Deadline(deadline)) == BODY
     assert server.accepted == 1
 
 

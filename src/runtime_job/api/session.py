@@ -49,7 +49,6 @@ from .errors import (
     server_error_detail,
 )
 from .params import ClientParameters
-from .protocol import current_call_deadline
 from .retry import DEFAULT_RETRY_POLICY, Attempts, RetryPolicy, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -287,8 +286,8 @@ class HttpSession:
                 by ``Content-Length``, without intermediate copies (``body.read_large_body``).
             deadline: The caller's deadline: connect and read timeouts are shortened to the
                 time left, no retry sleeps past it, and the body stops being read once it
-                passes (then :class:`UserTimeoutExceededError`). ``None``: no deadline
-                (for now, the one of an enclosing ``call_deadline`` block, if any).
+                passes (then :class:`UserTimeoutExceededError`). ``None``, or a deadline
+                without a limit: none.
 
         Returns:
             The response, with a status below 400 and its body read.
@@ -316,10 +315,7 @@ class HttpSession:
             all_headers.setdefault("Content-Type", "application/json")
         send_timeout = self._timeout(timeout)
         attempts = Attempts(self.retry_policy)
-        if deadline is None:
-            # Fallback until the job passes its deadline explicitly (issue 17, step 3).
-            deadline = current_call_deadline()
-        elif deadline.remaining() is None:
+        if deadline is not None and deadline.remaining() is None:
             deadline = None
 
         while True:
