@@ -121,6 +121,8 @@ class Job:
         pace: Seconds between frames.
         ack_text: The plain acknowledgement.
         close_with_final: Send the final frame and the close frame in one write (one read).
+        no_replay: A connection gets only what is published after it was accepted (the
+            hosted service's behaviour): nothing published before, whatever ``after`` says.
     """
 
     job_id: str
@@ -145,6 +147,7 @@ class Job:
     pace: float = 0.0
     ack_text: str = "ACK"
     close_with_final: bool = False
+    no_replay: bool = False
     attempts: list[Attempt] = field(default_factory=list)
     client_close_codes: list[int | None] = field(default_factory=list)
     plain_cursor: int = 0
@@ -312,6 +315,9 @@ class WsServer:
     ) -> None:
         seq_mode = query.get("seq") == "1" and not job.plain_only
         behaviour = job.behaviours.pop(0) if job.behaviours else job.behaviour
+        published = len(job.messages) if job.no_replay else 0  # before the first await
+        if published and not seq_mode:
+            job.plain_cursor = max(job.plain_cursor, published)
         opcode = 0x2 if job.binary else 0x1
         if behaviour == "silent":
             await client_gone.wait()
@@ -341,6 +347,7 @@ class WsServer:
             job.ignore_pings = False
             return
         sent = int(query.get("after", "0")) if seq_mode and not job.ignore_after else 0
+        sent = max(sent, published)
         frames_here = 0
         while not client_gone.is_set():
             if seq_mode:

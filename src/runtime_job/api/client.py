@@ -177,6 +177,7 @@ class RuntimeClient:
         self._streams_lock = threading.Lock()
         self._streams: list[StreamSubscription] = []  # opened here; ended ones pruned
         self._prune_at = _STREAMS_PRUNE_AT
+        self._connect_next = threading.local()  # prepare_streams -> the next open_stream
 
     # ------------------------------------------------------------------------------ jobs
 
@@ -535,11 +536,16 @@ class RuntimeClient:
         Returns:
             A handle to cancel the stream; :meth:`close` cancels it too.
         """
+        options: dict[str, Any] = {}
+        if getattr(self._connect_next, "armed", False):
+            self._connect_next.armed = False
+            options["connect_now"] = True  # see prepare_streams
         subscription = self._stream_hub().subscribe(
             job_id=job_id,
             url=f"{self._params.get_websocket_base_url()}/stream/jobs/{_q(job_id)}",
             params=self._params,
             listener=listener,
+            **options,
         )
         with self._streams_lock:
             streams = self._streams
@@ -550,13 +556,16 @@ class RuntimeClient:
         return subscription
 
     def prepare_streams(self) -> None:
-        """Load the stream hub and start its threads before a job is submitted.
+        """Get ready for a stream that this thread opens next (``run(..., callback=...)``).
 
-        A job starts publishing as soon as the server accepts it; warming the hub first
-        keeps the first import and the thread starts out of the time its first message
-        waits (the server replays it once the stream is open).
+        A job starts publishing as soon as the server accepts it. Warming the hub keeps its
+        first import and thread starts out of the time the first message waits, and the
+        next :meth:`open_stream` called by this thread completes its handshake before it
+        returns: a server that does not replay what a stream missed (the hosted service)
+        then has the subscriber before ``run()`` returns, even in a burst of jobs.
         """
         self._stream_hub().warm()
+        self._connect_next.armed = True
 
     def _stream_hub(self) -> StreamHub:
         """The hub given to the constructor, else the process's."""

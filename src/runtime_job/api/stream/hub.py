@@ -204,6 +204,7 @@ class StreamHub:
         listener: StreamListener,
         after: int = 0,
         sequenced: bool = True,
+        connect_now: bool = False,
     ) -> StreamHandle:
         """Start streaming one job into ``listener``; returns at once.
 
@@ -220,6 +221,10 @@ class StreamHub:
             listener: Receives the frames and the end.
             after: Deliver only messages with a larger sequence number (resume point).
             sequenced: Ask for the sequenced protocol (only for a server that offers it).
+            connect_now: Run the first handshake on the calling thread, so the server has
+                accepted the connection when this returns (bounded by the connect
+                timeout; a failed handshake is retried in the background as usual). For a
+                job that publishes as soon as it runs, on a server that does not replay.
 
         Returns:
             A handle to cancel the stream, wait on it and watch its end.
@@ -248,7 +253,11 @@ class StreamHub:
         logger.debug("Stream for job %s: subscribing to %s", job_id, stream.safe_url)
         if not self._reactor.running:
             self._reactor.call_soon(_nothing)  # it starts now, not when the socket is ready
-        self._launch(stream)
+        if connect_now:
+            stream.attempt_started_at = time.monotonic()
+            self._handshake(stream, stream.last_seq)
+        else:
+            self._launch(stream)
         return StreamHandle(stream)
 
     def warm(self) -> None:

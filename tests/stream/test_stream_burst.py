@@ -1,0 +1,65 @@
+"""A burst of jobs with callbacks against a server that does not replay loses nothing.
+
+``run(..., callback=...)`` calls ``RuntimeClient.prepare_streams`` before it submits, and
+the job's stream is opened right after: that open completes its handshake before it
+returns, so the server has the subscriber before the job publishes. The scripted server
+here replays nothing a connection missed (the hosted service's behaviour), and each job
+publishes the moment ``open_stream`` returns.
+"""
+
+from __future__ import annotations
+
+from runtime_job.api.client import RuntimeClient
+from runtime_job.api.params import ClientParameters
+from runtime_job.api.protocol import StreamEnd
+from runtime_job.api.stream import StreamHub
+
+from .streamkit import Recorder, WsServer
+
+JOBS = 48
+INTERIM = 5
+
+
+def _client(server: WsServer, hub: StreamHub) -> RuntimeClient:
+    http = server.base_url.replace("ws://", "http://", 1)
+    return RuntimeClient(ClientParameters(channel="local", token=server.token, url=http), hub=hub)
+
+
+def test_a_burst_of_48_jobs_loses_no_interim_result(server: WsServer, hub: StreamHub) -> None:
+    recorders: list[Recorder] = []
+    with _client(server, hub) as client:
+        for i in range(JOBS):
+            job_id = f"burst{i}"
+            server.add_job(job_id, plain_only=True, no_replay=True)
+            client.prepare_streams()  # what run() does before it submits
+            rec = Recorder()
+            client.open_stream(job_id, rec)  # what run() does once the job is accepted
+            server.publish(job_id, *(f"{job_id}-{n}" for n in range(INTERIM)))
+            recorders.append(rec)
+        for i in range(JOBS):
+            server.finish(f"burst{i}", result="R")
+        for rec in recorders:
+            rec.wait(20)
+    lost = sum(INTERIM - len([p for p in rec.payloads if p != "R"]) for rec in recorders)
+    assert lost == 0
+    for i, rec in enumerate(recorders):
+        assert rec.payloads == [*(f"burst{i}-{n}" for n in range(INTERIM)), "R"]
+        assert rec.ends == [(StreamEnd.COMPLETED, None)]
+
+
+def test_only_the_stream_opened_next_by_the_same_thread_connects_at_once(
+    server: WsServer, hub: StreamHub
+) -> None:
+    """Without prepare_streams, open_stream returns at once (the handshake runs elsewhere)."""
+    server.add_job("later", plain_only=True, no_replay=True, handshake_delay=0.3)
+    server.add_job("now", plain_only=True, no_replay=True, handshake_delay=0.3)
+    server.add_job("after", plain_only=True, no_replay=True, handshake_delay=0.3)
+    with _client(server, hub) as client:
+        rec = Recorder()
+        client.open_stream("later", rec)
+        assert server.jobs["later"].connections_open == 0
+        client.prepare_streams()
+        client.open_stream("now", Recorder())
+        assert server.jobs["now"].connections_open == 1
+        client.open_stream("after", Recorder())  # the flag was used up: returns at once
+        assert server.jobs["after"].connections_open == 0
