@@ -227,3 +227,44 @@ def test_a_failed_commit_leaves_the_store_usable(
     finally:
         FullDiskConnection.full.clear()
         store.close()
+
+
+def test_storage_failing_as_a_job_starts_holds_it_and_others_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job the runner cannot mark running waits in line; running jobs are still served.
+
+    Alice's job cannot start (storage full), then she cancels it: nothing is held or queued
+    any more, and bob's running job must still have its output read and stored.
+    """
+    full = threading.Event()
+    original = Store.mark_running
+
+    def mark_running(self: Store, job_id: str, now: float, *args: Any) -> bool:
+        if full.is_set():
+            raise StorageUnavailable(sqlite3.OperationalError("database or disk is full"))
+        return original(self, job_id, now, *args)
+
+    monkeypatch.setattr(Store, "mark_running", mark_running)
+    fifo = tmp_path / "go.fifo"
+    os.mkfifo(fifo)
+    server = start_server(tmp_path / "data")
+    try:
+        alice, bob = users(server)
+        with LogWatch() as log:
+            running = bob.run("waits-then-talks", {"fifo": str(fifo), "kib": 1})
+            bob.wait_status(running, ("RUNNING",))
+            full.set()
+            waiting = alice.run("ok")
+            log.seen("The server's storage is full")
+            assert alice.status(waiting) == "QUEUED"
+            cancelled = alice.http.post(f"{server.url}/jobs/{waiting}/cancel", timeout=10)
+            assert cancelled.status_code == 204
+            full.clear()
+            _release(fifo)
+            assert bob.wait_final(running)["state"]["status"] == "COMPLETED"
+            assert bob.text(running, "results") == '{"kib": 1}'
+            assert alice.wait_final(alice.run("ok"))["state"]["status"] == "COMPLETED"
+            assert alice.status(waiting) == "CANCELLED"
+    finally:
+        server.stop()

@@ -299,7 +299,7 @@ class Runner:
         self._dispatch()
         waitables: list[Any] = [self._wake_r]
         for w in self._workers:
-            if not self._storage_down:  # else leave output in the pipe: the worker waits
+            if not self._backlog:  # else leave output in the pipe: the worker waits
                 waitables.append(w.conn)
             if w.sentinel is not None:
                 waitables.append(w.sentinel)
@@ -331,7 +331,7 @@ class Runner:
         held = [t for job_id, t in self._hold_until.items() if job_id not in self._watched]
         if held:
             deadlines.append(min(held))
-        if self._storage_down:
+        if self._storage_down and self._retry_at > now and (self._backlog or self._pending):
             deadlines.append(self._retry_at)
         if not deadlines:
             return None
@@ -439,7 +439,7 @@ class Runner:
         """Store ``ops`` and notify their jobs; hold them (in order) while storage fails."""
         if not ops:
             return
-        if self._storage_down or self._backlog:
+        if self._backlog:  # behind what is already held, in order
             self._backlog.extend(ops)
             return
         self._write(ops)
