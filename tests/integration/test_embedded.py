@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,9 +200,9 @@ class Client:
     Closing its standard input ends it.
     """
 
-    def __init__(self, data_dir: Path, home: Path) -> None:
+    def __init__(self, data_dir: Path, home: Path, idle: float = IDLE) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM_")}
-        env.update(HOME=str(home), RUNTIME_JOB_SERVER_IDLE_TIMEOUT=str(IDLE))
+        env.update(HOME=str(home), RUNTIME_JOB_SERVER_IDLE_TIMEOUT=str(idle))
         self.process = subprocess.Popen(
             [sys.executable, "-c", _CLIENT, str(data_dir)],
             stdin=subprocess.PIPE,
@@ -285,14 +286,14 @@ def _stop_server(pid: int | None) -> None:
 
 
 @pytest.fixture
-def shared(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], Client]]]:
+def shared(tmp_path: Path) -> Iterator[tuple[Path, Callable[..., Client]]]:
     """A data directory and a way to start clients on it; every process stopped after."""
     data_dir, home = tmp_path / "data", tmp_path / "home"
     home.mkdir()
     clients: list[Client] = []
 
-    def new_client() -> Client:
-        clients.append(Client(data_dir, home))
+    def new_client(idle: float = IDLE) -> Client:
+        clients.append(Client(data_dir, home, idle))
         return clients[-1]
 
     try:
@@ -307,7 +308,7 @@ def shared(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], Client]]]:
 
 
 def test_the_server_outlives_the_process_that_started_it(
-    shared: tuple[Path, Callable[[], Client]],
+    shared: tuple[Path, Callable[..., Client]],
 ) -> None:
     data_dir, new_client = shared
     a = new_client()
@@ -334,7 +335,7 @@ def test_the_server_outlives_the_process_that_started_it(
 
 
 def test_a_killed_client_does_not_keep_the_server(
-    shared: tuple[Path, Callable[[], Client]],
+    shared: tuple[Path, Callable[..., Client]],
 ) -> None:
     _, new_client = shared
     client = new_client()
@@ -345,7 +346,7 @@ def test_a_killed_client_does_not_keep_the_server(
 
 
 def test_clients_starting_at_once_share_one_server(
-    shared: tuple[Path, Callable[[], Client]],
+    shared: tuple[Path, Callable[..., Client]],
 ) -> None:
     _, new_client = shared
     clients = [new_client() for _ in range(3)]
@@ -354,7 +355,7 @@ def test_clients_starting_at_once_share_one_server(
     assert alive(servers[0]["pid"])
 
 
-def test_serve_stop_ends_a_server_in_use(shared: tuple[Path, Callable[[], Client]]) -> None:
+def test_serve_stop_ends_a_server_in_use(shared: tuple[Path, Callable[..., Client]]) -> None:
     data_dir, new_client = shared
     client = new_client()
     pid = client.hello()["pid"]
@@ -371,6 +372,21 @@ def test_serve_stop_ends_a_server_in_use(shared: tuple[Path, Callable[[], Client
     assert f"(pid {pid})" in stopped.stdout
     assert wait_gone([pid], timeout=5) == []
     assert not (data_dir / "server.json").exists()
+
+
+def test_a_server_whose_directory_is_gone_stops_with_its_last_client(
+    shared: tuple[Path, Callable[..., Client]],
+) -> None:
+    """A deleted data directory (a temporary one, say) leaves nobody who could join."""
+    data_dir, new_client = shared
+    client = new_client(idle=600)
+    server = client.hello()
+    job = client.ask("run", "echo", {"n": 3})
+    assert client.ask("result", job) == {"n": 3}
+    shutil.rmtree(data_dir)
+    assert alive(server["pid"])
+    assert client.exit() == 0
+    _wait_until(lambda: not alive(server["pid"]), 10, "the orphaned server to stop")
 
 
 def test_a_stopping_server_is_not_joined(tmp_path: Path) -> None:

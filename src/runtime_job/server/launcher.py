@@ -628,6 +628,9 @@ def _stop_if_unused(data: DataDir, pid: int) -> None:
 class IdleWatch:
     """The server side of the leases: tells a server when nobody has used it for a while.
 
+    A server whose data directory was deleted or replaced stops as soon as no lease is
+    held, without waiting for the idle timeout: no process can find it any more.
+
     Args:
         data: The data directory the server serves.
         idle_timeout: Seconds without any lease after which :meth:`wait` returns ``True``.
@@ -638,7 +641,8 @@ class IdleWatch:
 
     def __init__(self, data: DataDir, idle_timeout: float) -> None:
         self.idle_timeout = idle_timeout
-        self._fd: int | None = os.open(data.root / CLIENTS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        self._path = data.root / CLIENTS_LOCK
+        self._fd: int | None = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         self._interval = min(1.0, max(0.05, idle_timeout / 10))
 
     def wait(self, stop: threading.Event) -> bool:
@@ -656,11 +660,26 @@ class IdleWatch:
                 idle_since = now if idle_since is None else idle_since
                 if now - idle_since >= self.idle_timeout:
                     return True
+                if self._orphaned():
+                    logger.info("The data directory of this server is gone: stopping.")
+                    return True
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             else:
                 idle_since = None
             if stop.wait(self._interval):
                 return False
+
+    def _orphaned(self) -> bool:
+        """Whether ``clients.lock`` is no longer the file this server watches."""
+        assert self._fd is not None
+        try:
+            here = os.stat(self._path)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        except OSError:
+            return False
+        mine = os.fstat(self._fd)
+        return (here.st_dev, here.st_ino) != (mine.st_dev, mine.st_ino)
 
     def close(self) -> None:
         """Release the clients lock (if held) and its file."""
