@@ -349,3 +349,24 @@ def service(server: Server):  # type: ignore[no-untyped-def]
     return QiskitRuntimeService(
         channel="ibm_quantum", url=f"{server.base_url}/api", token=server.token, verify=False
     )
+
+
+@pytest.fixture(scope="session")
+def our_service(server: Server):  # type: ignore[no-untyped-def]
+    """This package's service (installed into .venv-compat), on the same server.
+
+    The ``local`` channel over TLS, trusting the throwaway certificate (our client passes
+    ``verify`` to its websocket too).
+    """
+    from runtime_job import RuntimeService
+
+    service = RuntimeService(
+        channel="local",
+        url=server.base_url,
+        token=server.token,
+        verify=os.environ["COMPAT_TLS_CERT"],
+    )
+    try:
+        yield service
+    finally:
+        service.close()

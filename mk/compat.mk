@@ -5,7 +5,10 @@
 #
 # The reference lives in its own venv (.venv-compat): it needs qiskit-terra 0.24, numpy<2 and
 # websocket-client 1.6.1, none of which belong in the main .venv. The server runs from the main
-# .venv (`runtime-job serve`, installed with the server extra by $(STAMP)).
+# .venv (`runtime-job serve`, installed with the server extra by $(STAMP)). This package is also
+# installed there (editable, no extras; `-e .` in compat/requirements.txt, in the same pip call
+# as the pins), for the leg that runs the reference's primitives on our service; the venv is
+# brought up to date when compat/requirements.txt or pyproject.toml changes.
 
 ifeq ($(origin STAMP),undefined)
 $(error mk/compat.mk needs the main Makefile's STAMP: include it at the end of the Makefile)
@@ -23,7 +26,7 @@ COMPAT_ARGS  ?=
 
 .PHONY: compat compat-setup compat-clean
 
-$(COMPAT_STAMP): compat/requirements.txt
+$(COMPAT_STAMP): compat/requirements.txt pyproject.toml
 	@test -x $(COMPAT_BIN)/python || $(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
 	$(COMPAT_BIN)/python -m pip install --quiet -r compat/requirements.txt
