@@ -317,7 +317,10 @@ class Runner:
         self._enforce_deadlines()
 
     def _pause(self, seconds: float) -> None:
-        """Wait up to ``seconds``, or less if another thread wakes the runner."""
+        """Wait up to ``seconds``, or less if another thread wakes the runner meanwhile."""
+        with contextlib.suppress(OSError, ValueError):
+            while self._wake_r.recv(4096):  # old wake-ups: commands wait for the next round
+                pass
         with contextlib.suppress(OSError, ValueError):
             wait([self._wake_r], seconds)
 
