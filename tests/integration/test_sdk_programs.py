@@ -205,3 +205,26 @@ def test_active_account_builds_a_new_service(
     with RuntimeService(**account) as again:
         assert again.job(job.job_id()).result(timeout=60) == {"x": 1}
         again._api_client.close_session(job.job_id())
+
+
+def test_active_account_on_ibm_quantum_is_the_api_token_and_login_url(
+    server: LocalRuntimeServer,
+) -> None:
+    login_url = server.url + "/api"
+    instance = "local/default/main"
+    with RuntimeService(
+        channel="ibm_quantum", url=login_url, token=ALICE, instance=instance
+    ) as service:
+        account = service.active_account()
+        assert account == {
+            "channel": "ibm_quantum",
+            "token": ALICE,  # not the access token of the login
+            "url": login_url,  # not the runtime URL the login returned
+            "instance": instance,
+            "verify": True,
+        }
+        assert service._account.instance == instance
+        assert service._account.to_saved_format() == account
+        with RuntimeService(**account) as again:
+            assert again.active_account() == account
+            assert [b.name for b in again.backends()] == ["local_simulator"]
