@@ -63,3 +63,41 @@ def test_only_the_stream_opened_next_by_the_same_thread_connects_at_once(
         assert server.jobs["now"].connections_open == 1
         client.open_stream("after", Recorder())  # the flag was used up: returns at once
         assert server.jobs["after"].connections_open == 0
+
+
+# -- the sequenced extension only for a server that offers it (issue 19 D) ---------------
+
+
+class _Answer:
+    """What HttpSession learns from: a REST answer's headers."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
+def test_a_server_that_never_offered_the_extension_gets_the_reference_url(
+    server: WsServer, hub: StreamHub
+) -> None:
+    server.add_job("plain", messages=["a"], final=True, result="R")
+    with _client(server, hub) as client:
+        rec = Recorder()
+        client.open_stream("plain", rec)
+        rec.wait(10)
+    attempt = server.jobs["plain"].attempts[0]
+    assert (attempt.path, attempt.query) == ("/stream/jobs/plain", {})
+    assert rec.payloads == ["a", "R"]
+
+
+def test_a_server_that_offered_the_extension_gets_the_sequenced_url(
+    server: WsServer, hub: StreamHub
+) -> None:
+    server.add_job("seq", messages=["a"], final=True, result="R")
+    with _client(server, hub) as client:
+        base = client._session.base_url
+        client._session._learn(f"{base}/jobs", _Answer({"X-Idempotency-Supported": "true"}))  # type: ignore[arg-type]
+        rec = Recorder()
+        client.open_stream("seq", rec)
+        rec.wait(10)
+    attempt = server.jobs["seq"].attempts[0]
+    assert attempt.query == {"seq": "1", "after": "0"}
+    assert rec.frames[-1].final and rec.frames[-1].seq == 2

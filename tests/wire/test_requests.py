@@ -589,6 +589,7 @@ def test_open_stream_delegates_to_the_hub(
             "url": "ws://runtime.test/stream/jobs/j1",
             "params": client._params,
             "listener": listener,
+            "sequenced": False,  # the server never said it offers the extension
         }
     ]
 

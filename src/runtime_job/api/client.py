@@ -536,7 +536,11 @@ class RuntimeClient:
         Returns:
             A handle to cancel the stream; :meth:`close` cancels it too.
         """
-        options: dict[str, Any] = {}
+        base = f"{self._session.base_url}/jobs"
+        # Our sequenced protocol (?seq=1&after=N) only for a server that said it offers
+        # our extensions (X-Idempotency-Supported on a REST answer); any other server gets
+        # exactly the reference's URL.
+        options: dict[str, Any] = {"sequenced": self._session.idempotency_supported(base)}
         if getattr(self._connect_next, "armed", False):
             self._connect_next.armed = False
             options["connect_now"] = True  # see prepare_streams
