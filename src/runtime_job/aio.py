@@ -6,9 +6,10 @@ Both work inside an event loop that is already running (Jupyter, an async web ap
 - ``await job.result_async(timeout)`` bridges the job's :class:`concurrent.futures.Future`
   (fed by the shared completion watcher, see :mod:`runtime_job.futures`) into the running
   loop with :func:`asyncio.wrap_future`; the loop only waits.
-- ``async for result in job.interim_results_async()`` opens a stream subscription on the
-  process's stream hub; its listener decodes each interim result on a hub thread and hands
-  it to the loop with ``loop.call_soon_threadsafe`` into an :class:`asyncio.Queue`.
+- ``async for result in job.interim_results_async()`` joins the job's one stream
+  (:class:`runtime_job._job_stream.JobStream`, shared with its callback and futures: no
+  second websocket); its consumer decodes each interim result on a delivery thread and
+  hands it to the loop with ``loop.call_soon_threadsafe`` into an :class:`asyncio.Queue`.
 
 Example::
 
@@ -26,7 +27,9 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from .api.protocol import StreamEnd, StreamFrame, StreamingApi, StreamSubscription
+from ._job_state import check_timeout
+from ._job_stream import JobCore, core_of
+from .api.protocol import StreamEnd, StreamFrame
 from .exceptions import IBMRuntimeError, RuntimeJobTimeoutError
 
 if TYPE_CHECKING:
@@ -53,9 +56,7 @@ async def result_async(job: RuntimeJob, timeout: float | None = None) -> Any:
         Exception: Whatever ``job.result()`` raises for a final job (job failed, ran too
             long, cancelled, undecodable result).
     """
-    from .job import _check_timeout
-
-    _check_timeout(timeout)
+    check_timeout(timeout)
     waiter = asyncio.wrap_future(job.to_future())
     if timeout is None:
         return await waiter
@@ -91,16 +92,17 @@ async def interim_results_async(
             would have been yielded).
         WebsocketError: The stream failed for good (see ``docs/streaming.md``).
     """
-    api = job._api_client
-    if not isinstance(api, StreamingApi):
+    core = core_of(job)
+    if not core.stream.can_stream:
         raise IBMRuntimeError(
             f"Cannot stream results of job {job.job_id()}: "
-            f"{type(api).__name__} does not support streaming."
+            f"{type(core.api).__name__} does not support streaming."
         )
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[_Item] = asyncio.Queue()
-    listener = _QueueListener(job, decoder, loop, queue)
-    listener.subscription = api.open_stream(job.job_id(), listener)
+    listener = _QueueListener(core, decoder, loop, queue)
+    if not core.stream.attach(listener, replay=True):
+        raise IBMRuntimeError(f"Cannot stream results of job {job.job_id()}: no stream opened.")
     try:
         while True:
             item = await queue.get()
@@ -141,34 +143,33 @@ _Item = _Value | _Failure | _End
 
 
 class _QueueListener:
-    """Decodes a job's frames on a hub thread and hands them to the loop, in order."""
+    """Decodes a job's frames on a delivery thread and hands them to the loop, in order."""
+
+    delivered = True
 
     def __init__(
         self,
-        job: RuntimeJob,
+        core: JobCore,
         decoder: type[ResultDecoder] | None,
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[_Item],
     ) -> None:
-        self._job = job
-        self._decoder = decoder or job._interim_result_decoder
+        self._core = core
+        self._decoder = decoder or core.interim_decoder
         self._loop = loop
         self._queue = queue
         self._closed = False
         self._ended = False
-        self.subscription: StreamSubscription | None = None
 
     def on_frame(self, frame: StreamFrame) -> None:
         if self._closed or self._ended:
             return
-        job = self._job
-        if frame.final:
-            job._on_final_frame(frame, None, "log")  # the job learns it ended
+        if frame.final:  # the job's state has learnt the end already
             self._ended = True
             self._put(_End(None))
             return
         try:
-            value = job._decode(self._decoder, job._resolve_external(frame.payload))
+            value = self._core.decode_payload(self._decoder, frame.payload)
         except Exception as err:
             self._put(_Failure(err))
             return
@@ -181,11 +182,10 @@ class _QueueListener:
         self._put(_End(error if end is StreamEnd.FAILED else None))
 
     def close(self) -> None:
-        """Stop the stream (the loop thread, when the iteration ends)."""
+        """Leave the job's stream (the loop thread, when the iteration ends); the stream
+        closes unless another consumer (a callback, a future, a waiter) still uses it."""
         self._closed = True
-        subscription = self.subscription
-        if subscription is not None and subscription.active:
-            subscription.cancel()
+        self._core.stream.detach(self)
 
     def _put(self, item: _Item) -> None:
         if self._closed:
@@ -194,9 +194,7 @@ class _QueueListener:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody is iterating any more
             self._closed = True
-            subscription = self.subscription
-            if subscription is not None:
-                subscription.cancel()
+            self._core.stream.detach(self)
 
 
 __all__ = ["interim_results_async", "result_async"]

@@ -7,9 +7,10 @@
 None of them starts a thread per job: one :class:`Watcher` per process (:func:`default_watcher`)
 watches every job that has a future or a callback:
 
-- ``runtime-job-watch`` (one thread): the scheduler. It opens one stream subscription per
-  watched job on the process's stream hub (which multiplexes them over its own few threads)
-  and learns completion from the stream's final frame. Jobs without a stream (a client that
+- ``runtime-job-watch`` (one thread): the scheduler. It joins each watched job's one stream
+  (:class:`runtime_job._job_stream.JobStream`, shared with the job's callback, async
+  iterators and ``result()``: no second websocket) and learns completion from its final
+  frame, through the job's state. Jobs without a stream (a client that
   cannot stream, a stream that failed) are polled with a back-off, in batches. It exits once
   it has had nothing to watch for ``idle_shutdown`` seconds.
 - ``runtime-job-watch-io-N`` (at most ``io_threads``): the network work: status polls and the
@@ -44,8 +45,10 @@ from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
+from ._callbacks import call_guarded
+from ._job_stream import SILENT_STREAM_POLL_POLICY, JobCore, core_of
 from ._process import ProcessSingleton
-from .api.protocol import StreamEnd, StreamFrame, StreamingApi, StreamSubscription
+from .api.protocol import StreamEnd, StreamFrame
 from .api.stream.pool import WorkerPool
 from .exceptions import IBMNotAuthorizedError, RequestsApiError
 from .status import JOB_FINAL_STATES, JobStatus
@@ -70,8 +73,9 @@ CALLBACK_THREAD_PREFIX: Final = "runtime-job-callbacks"
 
 WATCH_POLL_POLICY: Final = PollPolicy(initial=0.05, factor=1.5, max_interval=2.0)
 """How a job without a stream (or queued, with status callbacks) is polled."""
-SAFETY_POLL_POLICY: Final = PollPolicy(initial=10.0, factor=1.5, max_interval=60.0)
-"""How a job with an open stream is polled anyway, in case the stream stays silent."""
+SAFETY_POLL_POLICY: Final = SILENT_STREAM_POLL_POLICY
+"""How a job with an open stream is polled anyway, in case the stream stays silent (the
+job core's one definition)."""
 DEFAULT_IO_THREADS: Final = 4
 DEFAULT_IDLE_SHUTDOWN: Final = 1.0
 DEFAULT_BATCH_WINDOW: Final = 0.05
@@ -88,9 +92,10 @@ _RETRYABLE_STATUSES = frozenset({408, 425, 429})
 class JobHooks:
     """What a job tells on each status change: its status callbacks, and the watcher.
 
-    A job gets one on first use (``job._hooks``). Its list is guarded by the job's lock, and
-    the job calls :meth:`status_changed` with that lock held, so every transition is told
-    once and in order.
+    A job gets one on first use (kept on its core), registered as a status listener of the
+    job's state. Its list is guarded by the state's lock, and the state calls
+    :meth:`status_changed` with that lock held, so every transition is told once and in
+    order.
     """
 
     def __init__(self) -> None:
@@ -132,10 +137,18 @@ def hooks_for(job: RuntimeJob) -> JobHooks:
     Returns:
         The :class:`JobHooks` the job calls on each status change.
     """
-    with job._lock:
-        if job._hooks is None:
-            job._hooks = JobHooks()
-        return job._hooks
+    core = core_of(job)
+    with core.state.lock:
+        hooks = core.hooks
+        if not isinstance(hooks, JobHooks):
+            hooks = core.hooks = JobHooks()
+            core.state.add_status_listener(partial(hooks.status_changed, job))
+        return hooks
+
+
+def _hooks(core: JobCore) -> JobHooks | None:
+    hooks = core.hooks
+    return hooks if isinstance(hooks, JobHooks) else None
 
 
 def add_status_callback(job: RuntimeJob, callback: StatusCallback) -> None:
@@ -151,9 +164,10 @@ def add_status_callback(job: RuntimeJob, callback: StatusCallback) -> None:
     """
     hooks = hooks_for(job)
     watcher = default_watcher()
-    with job._lock:
+    state = core_of(job).state
+    with state.lock:
         hooks.status_callbacks.append(callback)
-        status, position = job._status, job._queue_position
+        status, position = state.status, state.queue_position
         if status is not JobStatus.INITIALIZING:
             watcher.call_soon(
                 partial(_run_status_callback, callback, job.job_id(), status, position)
@@ -172,10 +186,11 @@ def remove_status_callback(job: RuntimeJob, callback: StatusCallback) -> bool:
     Returns:
         Whether the callback was registered.
     """
-    hooks = job._hooks
+    core = core_of(job)
+    hooks = _hooks(core)
     if hooks is None:
         return False
-    with job._lock:
+    with core.state.lock:
         try:
             hooks.status_callbacks.remove(callback)
         except ValueError:
@@ -249,9 +264,10 @@ class Watcher:
             A :class:`concurrent.futures.Future`, pending until the job is final.
         """
         future: Future[Any] = Future()
-        with job._lock:
-            if job._has_results and job._status is JobStatus.DONE:
-                future.set_result(job._results)
+        state = core_of(job).state
+        with state.lock:
+            if state.has_results and state.status is JobStatus.DONE:
+                future.set_result(state.results)
                 return future
         hooks_for(job)
         with self._cond:
@@ -266,7 +282,7 @@ class Watcher:
             job: The job.
             callback: Called with the job; what it raises is logged.
         """
-        if job._status in JOB_FINAL_STATES:
+        if core_of(job).state.final:
             self.call_soon(partial(_run_done_callback, callback, job))
             return
         hooks_for(job)
@@ -279,8 +295,9 @@ class Watcher:
         Args:
             job: The job whose status callbacks changed.
         """
-        hooks = job._hooks
-        wants = bool(hooks and hooks.status_callbacks) and job._status not in JOB_FINAL_STATES
+        core = core_of(job)
+        hooks = _hooks(core)
+        wants = bool(hooks and hooks.status_callbacks) and not core.state.final
         drop: _Watch | None = None
         with self._cond:
             entry = self._entries.get(job)
@@ -295,7 +312,7 @@ class Watcher:
             if not entry.wanted():
                 drop = self._drop_locked(entry)
         if drop is not None:
-            _cancel(drop.subscription)
+            _detach(drop)
 
     def job_final(self, job: RuntimeJob) -> None:
         """Told by the job's hooks: ``job`` became final; resolve what waits on it soon.
@@ -348,7 +365,7 @@ class Watcher:
             thread = self._thread
             self._cond.notify_all()
         for entry in entries:
-            _cancel(entry.subscription)
+            _detach(entry)
         self._io.shutdown(cancel_pending=True)
         self._callbacks.shutdown(cancel_pending=False)
         deadline = clock.monotonic() + max(0.0, timeout)
@@ -470,27 +487,24 @@ class Watcher:
                 self._cond.wait(wait)
 
     def _start(self, entry: _Watch) -> None:
-        """Open the job's stream, or arrange polls (scheduler thread, no lock held)."""
-        job = entry.job
+        """Join the job's stream, or arrange polls (scheduler thread, no lock held)."""
+        state = entry.core.state
         listener: _WatchListener | None = None
-        if job._status not in JOB_FINAL_STATES and isinstance(job._api_client, StreamingApi):
+        if not state.final:
             listener = _WatchListener(self, entry)
-            try:
-                entry.subscription = job._api_client.open_stream(job.job_id(), listener)
-            except Exception as err:  # e.g. the hub is closed: poll instead
-                logger.debug("Cannot stream job %s, polling it: %r", job.job_id(), err)
-                listener = None
+            entry.listener = listener
+            if not entry.core.stream.attach(listener, replay=False, reopen=False):
+                listener = None  # no stream (a client that cannot, a failed one): poll
         with self._cond:
             entry.listener = listener
-            if entry.removed:
-                subscription = entry.subscription
-            else:
-                subscription = None
-                if listener is None or entry.track_status or job._status in JOB_FINAL_STATES:
+            detach = entry.removed
+            if not entry.removed:
+                if listener is None or entry.track_status or state.final:
                     self._check_locked(entry)  # poll (or resolve) now
                 else:
                     self._schedule_locked(entry, entry.safety.next())
-        _cancel(subscription)
+        if detach:
+            _detach(entry)
 
     def _submit(self, due: list[_Watch]) -> None:
         if not due:
@@ -567,7 +581,7 @@ class Watcher:
             entry.busy = False
             futures, entry.futures = entry.futures, []
             callbacks, entry.done_callbacks = entry.done_callbacks, []
-        _cancel(entry.subscription)
+        _detach(entry)
         job = entry.job
         if futures:
             pending = [f for f in futures if not f.done()]
@@ -603,25 +617,24 @@ class Watcher:
             if not entry.wanted():
                 drop = self._drop_locked(entry)
         if drop is not None:
-            _cancel(drop.subscription)
+            _detach(drop)
 
 
 class _Watch:
     """One watched job: who waits for it, its stream, and its poll schedule.
 
-    Every field is guarded by the watcher's condition, except ``subscription`` and
-    ``listener`` (written once by the scheduler) and ``errors`` (by the one io task that
-    owns the entry while ``busy``).
+    Every field is guarded by the watcher's condition, except ``listener`` (written by the
+    scheduler) and ``errors`` (by the one io task that owns the entry while ``busy``).
     """
 
     def __init__(self, job: RuntimeJob, intervals: PollIntervals, safety: PollIntervals) -> None:
         self.job = job
+        self.core = core_of(job)
         self.intervals = intervals
         self.safety = safety
         self.futures: list[Future[Any]] = []
         self.done_callbacks: list[DoneCallback] = []
         self.track_status = False
-        self.subscription: StreamSubscription | None = None
         self.listener: _WatchListener | None = None
         self.started = False
         self.queued = False
@@ -641,7 +654,13 @@ class _Watch:
 
 
 class _WatchListener:
-    """The watcher's stream listener for one job: tells the job and the watcher it ended."""
+    """The watcher's consumer of one job's stream: tells the watcher the job ended.
+
+    It runs on the thread that read the frame (``delivered = False``): quick, no user code.
+    The job's stream has recorded the final status and result in the job's state already.
+    """
+
+    delivered = False
 
     def __init__(self, watcher: Watcher, entry: _Watch) -> None:
         self._watcher = watcher
@@ -650,9 +669,8 @@ class _WatchListener:
 
     def on_frame(self, frame: StreamFrame) -> None:
         if frame.final:
-            # Records DONE and the result payload (no download needed), or marks the stream
-            # final so the next status poll (now) learns a failure or a cancellation.
-            self._entry.job._on_final_frame(frame, None, "log")
+            # The state has DONE and the result payload (no download needed), or the next
+            # status poll (now) learns a failure or a cancellation.
             self._watcher._stream_ended(self._entry, StreamEnd.COMPLETED)
 
     def on_end(self, end: StreamEnd, error: BaseException | None) -> None:
@@ -682,34 +700,33 @@ def _resolve(future: Future[Any], ok: bool, value: Any) -> None:
 
 
 def _retryable(err: Exception) -> bool:
-    """Whether a failed status poll may succeed later (network trouble, 5xx, 429)."""
-    if isinstance(err, IBMNotAuthorizedError):
+    """Whether a failed status poll may succeed later (network trouble, 5xx, 429).
+
+    A status poll is a read: besides what the transport calls retryable, any 5xx and the
+    4xx that say "later" (408, 425) are worth another poll.
+    """
+    if isinstance(err, IBMNotAuthorizedError) or not isinstance(err, RequestsApiError):
         return False
-    if isinstance(err, RequestsApiError):
-        code = err.status_code
-        return not 400 <= code < 500 or code in _RETRYABLE_STATUSES
-    return False
+    code = err.status_code
+    return err.retryable or not 400 <= code < 500 or code in _RETRYABLE_STATUSES
 
 
-def _cancel(subscription: StreamSubscription | None) -> None:
-    if subscription is not None and subscription.active:
-        subscription.cancel()
+def _detach(entry: _Watch) -> None:
+    listener = entry.listener
+    if listener is not None:
+        entry.core.stream.detach(listener)
 
 
 def _run_status_callback(
     callback: StatusCallback, job_id: str, status: JobStatus, queue_position: int | None
 ) -> None:
-    try:
-        callback(job_id, status, queue_position)
-    except Exception:
-        logger.warning("The status callback of job %s raised.", job_id, exc_info=True)
+    call_guarded(
+        lambda: callback(job_id, status, queue_position), job_id=job_id, what="in a status callback"
+    )
 
 
 def _run_done_callback(callback: DoneCallback, job: RuntimeJob) -> None:
-    try:
-        callback(job)
-    except Exception:
-        logger.warning("The done callback of job %s raised.", job.job_id(), exc_info=True)
+    call_guarded(lambda: callback(job), job_id=job.job_id(), what="in a done callback")
 
 
 # -- the process-wide watcher ----------------------------------------------------------------

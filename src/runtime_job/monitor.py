@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, overload
 
+from ._job_stream import core_of
 from .exceptions import IBMInputValueError
 from .status import JOB_FINAL_STATES, JobStatus
 from .timing import clock
@@ -116,13 +117,14 @@ def monitor(
     Raises:
         IBMInputValueError: ``interval`` is not a positive number, or an item is not a job.
     """
-    from .job import RuntimeJob
-
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
         raise IBMInputValueError(f"interval must be a positive number of seconds, not {interval!r}")
-    jobs = [job_or_jobs] if isinstance(job_or_jobs, RuntimeJob) else list(job_or_jobs)
+    if _is_job(job_or_jobs):
+        jobs: list[RuntimeJob] = [job_or_jobs]  # type: ignore[list-item]
+    else:
+        jobs = list(job_or_jobs)  # type: ignore[arg-type]
     for job in jobs:
-        if not isinstance(job, RuntimeJob):
+        if not _is_job(job):
             raise IBMInputValueError(f"monitor() takes jobs, not {type(job).__name__}")
     view = _choose_view(file)
     handle = Monitor(jobs, view, float(interval))
@@ -150,7 +152,7 @@ class Monitor:
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = clock.monotonic()
-        self._states = [(job._status, job._queue_position) for job in self.jobs]
+        self._states = [_known(job) for job in self.jobs]
         self._callbacks: list[tuple[RuntimeJob, Callable[[str, JobStatus, int | None], None]]]
         self._callbacks = []
 
@@ -246,9 +248,9 @@ class Monitor:
             states = list(self._states)
         # A queued job's place moves without a transition: show the latest one polled.
         for index, (status, _) in enumerate(states):
-            job = self.jobs[index]
-            if status is JobStatus.QUEUED and job._status is JobStatus.QUEUED:
-                states[index] = (status, job._queue_position)
+            state = core_of(self.jobs[index]).state
+            if status is JobStatus.QUEUED and state.status is JobStatus.QUEUED:
+                states[index] = (status, state.queue_position)
         return _Snapshot(self.jobs, states, clock.monotonic() - self._started_at)
 
 
@@ -265,12 +267,11 @@ def job_html(job: RuntimeJob) -> str:
         An HTML fragment.
     """
     status, position = _fresh_status(job)
-    if not job._creation_date:
-        try:
-            job.creation_date  # noqa: B018 - fetched once, then cached by the job
-        except Exception as err:
-            logger.debug("Could not get the creation date of job %s: %r", job.job_id(), err)
-    backend = job._backend.name if job._backend is not None else ""
+    try:
+        job.creation_date  # noqa: B018 - fetched once, then cached by the job
+    except Exception as err:
+        logger.debug("Could not get the creation date of job %s: %r", job.job_id(), err)
+    backend = _backend_name(job)
     rows = [
         ("Job", html.escape(job.job_id())),
         ("Program", html.escape(job.program_id)),
@@ -299,9 +300,7 @@ def jobs_html(jobs: Iterable[RuntimeJob], *, refresh: bool = True) -> str:
         An HTML fragment.
     """
     listed = list(jobs)
-    states = [
-        _fresh_status(job) if refresh else (job._status, job._queue_position) for job in listed
-    ]
+    states = [_fresh_status(job) if refresh else _known(job) for job in listed]
     return _table(listed, states)
 
 
@@ -358,7 +357,7 @@ def _table(jobs: Sequence[RuntimeJob], states: Sequence[tuple[JobStatus, int | N
     header = "".join(f'<th style="text-align:left">{name}</th>' for name in names)
     rows = []
     for job, (status, position), when in zip(jobs, states, created, strict=True):
-        backend = job._backend.name if job._backend is not None else ""
+        backend = _backend_name(job)
         cells = [
             html.escape(job.job_id()),
             html.escape(job.program_id),
@@ -372,13 +371,34 @@ def _table(jobs: Sequence[RuntimeJob], states: Sequence[tuple[JobStatus, int | N
 
 def _created_text(job: RuntimeJob) -> str:
     """The job's creation time in local time, when known (never asks the server)."""
-    if not job._creation_date:
+    known = core_of(job).known
+    if not known.get("created"):
         return ""
     try:
         created = job.creation_date
     except ValueError:
-        return str(job._creation_date)
+        return str(known["created"])
     return created.strftime("%Y-%m-%d %H:%M:%S") if created else ""
+
+
+def _backend_name(job: RuntimeJob) -> str:
+    """The name of the job's backend when known (never asks the server)."""
+    backend = core_of(job).known.get("backend")
+    return str(getattr(backend, "name", "")) if backend is not None else ""
+
+
+def _known(job: RuntimeJob) -> tuple[JobStatus, int | None]:
+    """The job's last known status and queue position (no request)."""
+    state = core_of(job).state
+    return state.status, state.queue_position
+
+
+def _is_job(value: object) -> bool:
+    try:
+        core_of(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _status_text(status: JobStatus, position: int | None) -> str:
@@ -404,7 +424,7 @@ def _fresh_status(job: RuntimeJob) -> tuple[JobStatus, int | None]:
         job.status()
     except Exception as err:  # show what we know
         logger.debug("Could not refresh the status of job %s: %r", job.job_id(), err)
-    return job._status, job._queue_position
+    return _known(job)
 
 
 # -- views -----------------------------------------------------------------------------------

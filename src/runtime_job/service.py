@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from .api.client import AuthClient, RuntimeClient
-from .api.models import JobListItem, JobResponse, parse, parse_jobs
+from .api.models import JobListItem, JobResponse, parse_jobs
 from .api.params import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
@@ -32,6 +32,7 @@ from .config import resolve_config
 from .exceptions import (
     IBMInputValueError,
     IBMRuntimeError,
+    NotFoundError,
     QiskitBackendNotFoundError,
     RequestsApiError,
     RuntimeJobNotFound,
@@ -384,10 +385,10 @@ class RuntimeService:
                 start_session=bool(start_session),
                 session_time=opts.session_time,
             )
+        except NotFoundError as err:
+            raise RuntimeProgramNotFound(f"Program not found: {err.message}") from err
         except RequestsApiError as err:
-            if err.status_code == 404:
-                raise RuntimeProgramNotFound(f"Program not found: {err.message}") from None
-            raise IBMRuntimeError(f"Failed to run program: {err}") from None
+            raise IBMRuntimeError(f"Failed to run program: {err}") from err
         job_id = str(response["id"])
         backend_name = response.get("backend") or opts.backend
         job_backend = self._backend_or_placeholder(backend_name, hgp) if backend_name else None
@@ -403,11 +404,9 @@ class RuntimeService:
             image=opts.image or "",
             session_id=session_id or (job_id if start_session else None),
             tags=opts.job_tags,
+            user_callback=callback,
+            callback_errors=callback_errors,
         )
-        if callback is not None:
-            # Like the reference's constructor callback: stream at once, without asking the
-            # status first (a quick job may already be final, and its stream replays it all).
-            job._start_stream(callback, None, callback_errors)
         return job
 
     def _run_status(self, backend: Backend, hgp: str | None) -> BackendStatus | None:
@@ -438,12 +437,12 @@ class RuntimeService:
             IBMRuntimeError: The request failed.
         """
         try:
-            response = self._api_client.job_get(job_id, exclude_params=True)
+            model = self._api_client.fetch_job(job_id, exclude_params=True)
+        except NotFoundError as err:
+            raise RuntimeJobNotFound(f"Job not found: {err.message}") from err
         except RequestsApiError as err:
-            if err.status_code == 404:
-                raise RuntimeJobNotFound(f"Job not found: {err.message}") from None
-            raise IBMRuntimeError(f"Failed to retrieve job: {err}") from None
-        return self._decode_job(response)
+            raise IBMRuntimeError(f"Failed to retrieve job: {err}") from err
+        return self._decode_job(model)
 
     def jobs(
         self,
@@ -530,15 +529,13 @@ class RuntimeService:
         """
         try:
             self._api_client.job_delete(job_id)
+        except NotFoundError as err:
+            raise RuntimeJobNotFound(f"Job not found: {err.message}") from err
         except RequestsApiError as err:
-            if err.status_code == 404:
-                raise RuntimeJobNotFound(f"Job not found: {err.message}") from None
-            raise IBMRuntimeError(f"Failed to delete job: {err}") from None
+            raise IBMRuntimeError(f"Failed to delete job: {err}") from err
 
-    def _decode_job(self, raw: dict[str, Any]) -> RuntimeJob:
-        """A job from the body of ``GET /jobs/{id}``, validated here."""
-        job_id = raw.get("id") if isinstance(raw, dict) else None
-        model = parse(JobResponse, raw, "job", str(job_id) if job_id else None)
+    def _decode_job(self, model: JobResponse) -> RuntimeJob:
+        """A job from the validated body of ``GET /jobs/{id}``."""
         return RuntimeJob(
             self._job_backend(model.backend, model.hub, model.group, model.project),
             self._api_client,
@@ -573,9 +570,8 @@ class RuntimeService:
                 image=item.get("runtime") or "",
                 session_id=item.get("session_id"),
                 tags=item.get("tags"),
+                listed_params=item.get("params"),
             )
-            # Decoding every job's inputs up front would be most of a long listing's cost.
-            job._raw_params = item.get("params")
             jobs.append(job)
         return jobs
 
@@ -657,10 +653,7 @@ class RuntimeService:
             return dict(self._saved)
 
         def __repr__(self) -> str:
-            return (
-                f"<Account channel={self.channel!r} url={self.url!r} "
-                f"instance={self.instance!r}>"
-            )
+            return f"<Account channel={self.channel!r} url={self.url!r} instance={self.instance!r}>"
 
     @property
     def _account(self) -> RuntimeService._Account:

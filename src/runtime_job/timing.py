@@ -27,6 +27,14 @@ class Clock:
         """Wait for ``event`` up to ``seconds``; return whether it is set."""
         return event.wait(seconds)
 
+    def wait_condition(self, condition: threading.Condition, seconds: float | None) -> bool:
+        """Wait on ``condition`` (its lock held by the caller) up to ``seconds``.
+
+        Returns whether it was notified. Every wait of a job's state goes through here, so a
+        fake clock can end such waits in simulated time.
+        """
+        return condition.wait(seconds)
+
 
 clock = Clock()
 """The clock every part of the library uses. Tests may swap its methods."""

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime_job.api.models import JobResponse, parse
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd, StreamFrame, StreamListener
-from runtime_job.exceptions import RequestsApiError
+from runtime_job.exceptions import ConflictError, NotFoundError, RequestsApiError
+from runtime_job.timing import Deadline, clock
 
 FINAL_API_STATUSES = {"COMPLETED", "FAILED", "CANCELLED"}
 
@@ -64,7 +66,16 @@ class FakeJob:
 
 
 def not_found(what: str = "Job not found") -> RequestsApiError:
-    return RequestsApiError(f"404 Client Error: Not Found. {what}", 404)
+    return NotFoundError(f"404 Client Error: Not Found. {what}", 404)
+
+
+def http_error(code: int, text: str = "Error") -> RequestsApiError:
+    """The typed error the real transport raises for ``code``."""
+    if code == 404:
+        return NotFoundError(f"{code} {text}", code)
+    if code == 409:
+        return ConflictError(f"{code} {text}", code)
+    return RequestsApiError(f"{code} {text}", code)
 
 
 class FakeRuntimeClient:
@@ -78,6 +89,7 @@ class FakeRuntimeClient:
         self.external: dict[str, bytes] = {}
         self.runs: list[dict[str, Any]] = []
         self.raw_job_override: dict[str, Any] | None = None
+        self.deadlines: list[tuple[str, Deadline | None]] = []  # (call, deadline) given
         self._lock = threading.Lock()
         self._counter = itertools.count()
 
@@ -97,6 +109,19 @@ class FakeRuntimeClient:
 
     # --- JobApi ---------------------------------------------------------------------------
 
+    def fetch_job(
+        self,
+        job_id: str,
+        *,
+        exclude_params: bool | None = None,
+        deadline: Deadline | None = None,
+    ) -> JobResponse:
+        """``job_get`` validated, as the real client does (a test that overrides ``job_get``
+        shapes both; each counts as one ``job_get``: one ``GET /jobs/{id}``)."""
+        self.deadlines.append(("fetch_job", deadline))
+        body = self.job_get(job_id, exclude_params)
+        return parse(JobResponse, body, "job", job_id)
+
     def job_get(self, job_id: str, exclude_params: bool | None = None) -> dict[str, Any]:
         with self._lock:
             self.calls.append(("job_get", job_id))
@@ -107,27 +132,28 @@ class FakeRuntimeClient:
             job.advance()
             return body
 
-    def job_results(self, job_id: str) -> str:
+    def job_results(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         self.calls.append(("job_results", job_id))
+        self.deadlines.append(("job_results", deadline))
         return self._job(job_id).result
 
-    def job_interim_results(self, job_id: str) -> str:
+    def job_interim_results(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         self.calls.append(("job_interim_results", job_id))
         return self._job(job_id).interim
 
-    def job_cancel(self, job_id: str) -> None:
+    def job_cancel(self, job_id: str, *, deadline: Deadline | None = None) -> None:
         self.calls.append(("job_cancel", job_id))
         job = self._job(job_id)
         if job.cancel_error:
-            raise RequestsApiError(f"{job.cancel_error} Error: cannot cancel", job.cancel_error)
+            raise http_error(job.cancel_error, "Error: cannot cancel")
         job.statuses = ["CANCELLED"]
         job.step = 0
 
-    def job_logs(self, job_id: str) -> str:
+    def job_logs(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         self.calls.append(("job_logs", job_id))
         return self._job(job_id).logs
 
-    def job_metadata(self, job_id: str) -> str:
+    def job_metadata(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         self.calls.append(("job_metadata", job_id))
         return self._job(job_id).metrics
 
@@ -192,7 +218,12 @@ class FakeRuntimeClient:
 
 
 class FakeSubscription:
-    """A stream the test drives by hand: ``push`` frames, then ``end``."""
+    """A stream the test drives by hand: ``push`` frames, then ``end``.
+
+    Its :meth:`wait` really waits, as the hub's does: on a condition that each frame, end
+    and :meth:`wake` signal, with the time bound through ``timing.clock`` (so a fake clock
+    drives it). The frames are handed to the listener on the test's thread.
+    """
 
     def __init__(self, listener: StreamListener) -> None:
         self.listener = listener
@@ -200,14 +231,24 @@ class FakeSubscription:
         self.cancelled = False
         self.failing = False  # set by a test: the stream is reconnecting
         self.wakes = 0
+        self.waits = 0  # calls of wait() (a thread waited on the stream)
+        self._cond = threading.Condition()
+        self.waiting = 0  # threads in wait() right now
 
     def push(self, payload: str, **kwargs: Any) -> None:
         self.listener.on_frame(StreamFrame(payload, **kwargs))
+        self._signal()
 
     def end(self, end: StreamEnd = StreamEnd.COMPLETED, error: BaseException | None = None) -> None:
         if not self._ended:
             self._ended = True
             self.listener.on_end(end, error)
+            self._signal()
+
+    def set_failing(self, failing: bool) -> None:
+        """Say the stream is (or no longer is) reconnecting, as the hub would tell a waiter."""
+        self.failing = failing
+        self._signal()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -221,11 +262,35 @@ class FakeSubscription:
     def reconnecting(self) -> bool:
         return self.failing and not self._ended
 
-    def serve_until(self, until: Callable[[], bool], timeout: float) -> bool:
-        return False  # no machinery to serve: the job waits on its own
+    def wait(self, until: Callable[[], bool], timeout: float) -> bool:
+        self.waits += 1
+        end = Deadline(timeout)
+        with self._cond:
+            self.waiting += 1
+            self._cond.notify_all()
+            try:
+                while not until():
+                    left = end.remaining()
+                    if left is not None and left <= 0:
+                        break
+                    clock.wait_condition(self._cond, left)
+            finally:
+                self.waiting -= 1
+        return until()
 
     def wake(self) -> None:
         self.wakes += 1
+        self._signal()
+
+    def wait_for_waiter(self, timeout: float = 10.0) -> None:
+        """Block until a thread waits on this stream (real seconds at most)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.waiting > 0, timeout):
+                raise AssertionError("no thread waited on the stream")
+
+    def _signal(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
 
 class StreamingFakeClient(FakeRuntimeClient):
@@ -249,3 +314,11 @@ class StreamingFakeClient(FakeRuntimeClient):
 
 def params() -> ClientParameters:
     return ClientParameters(channel="local", token="secret-token", url="http://127.0.0.1:1")
+
+
+def delivered(job: Any, timeout: float = 10.0) -> None:
+    """Wait until the job's stream consumers (e.g. its callback) had every frame pushed."""
+    from runtime_job._job_stream import core_of
+
+    if not core_of(job).stream.wait_delivered(timeout):
+        raise AssertionError(f"the stream of job {job.job_id()} was not delivered in time")

@@ -315,6 +315,7 @@ def test_leaving_the_iteration_early_closes_the_stream() -> None:
 
 
 def test_frames_after_the_loop_closed_go_nowhere_quietly() -> None:
+    from runtime_job._job_stream import core_of
     from runtime_job.aio import _QueueListener
     from runtime_job.api.protocol import StreamFrame
 
@@ -322,10 +323,11 @@ def test_frames_after_the_loop_closed_go_nowhere_quietly() -> None:
     job = make_job(client, statuses=["RUNNING"])
     loop = asyncio.new_event_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    listener = _QueueListener(job, None, loop, queue)
-    listener.subscription = client.open_stream(job.job_id(), listener)
+    core = core_of(job)
+    listener = _QueueListener(core, None, loop, queue)
+    assert core.stream.attach(listener, replay=True)
     loop.close()  # nobody iterates any more, and nobody closed the iteration
-    listener.on_frame(StreamFrame("1", seq=1))  # a hub thread: no error, the stream stops
+    listener.on_frame(StreamFrame("1", seq=1))  # a delivery thread: no error, the stream stops
     assert client.subscriptions[0].cancelled
     assert queue.empty()
 

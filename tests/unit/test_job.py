@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -29,8 +29,10 @@ from runtime_job.exceptions import (
 )
 from runtime_job.job import RuntimeJob
 from runtime_job.status import JobStatus
+from tests.support.clock import FakeClock
+from tests.support.waiting import wait_until
 
-from .fakes import FakeRuntimeClient, StreamingFakeClient, params
+from .fakes import FakeRuntimeClient, StreamingFakeClient, delivered, http_error, params
 
 
 class FakeService:
@@ -67,6 +69,15 @@ class UpperDecoder(ResultDecoder):
     @classmethod
     def decode(cls, raw: str | bytes) -> Any:
         return ("upper", super().decode(raw))
+
+
+def drive(fake_clock: FakeClock, done: Callable[[], bool]) -> None:
+    """Move the (manual) fake clock to the end of each timed wait until ``done()``."""
+    while not done():
+        wait_until(lambda: done() or any(t > fake_clock.now for t in fake_clock.pending))
+        later = [t for t in fake_clock.pending if t > fake_clock.now]
+        if later and not done():
+            fake_clock.advance_to(min(later))
 
 
 # ---------------------------------------------------------------------------------- status
@@ -255,23 +266,23 @@ def test_bad_timeouts_are_refused(timeout: Any) -> None:
         job.wait_for_final_state(timeout=timeout)
 
 
-def test_result_times_out_with_builtin_timeout_error() -> None:
+def test_result_times_out_with_builtin_timeout_error(fake_clock: FakeClock) -> None:
     client = FakeRuntimeClient()
     client.add_job("j", statuses=["RUNNING"])
     job = make_job(client, "j")
-    start = time.monotonic()
+    start = fake_clock.now
     with pytest.raises(TimeoutError) as info:
         job.result(timeout=0.2)
-    elapsed = time.monotonic() - start
+    elapsed = fake_clock.now - start
     assert isinstance(info.value, RuntimeJobTimeoutError)
     assert str(info.value) == "Timed out waiting for job to complete after 0.2 secs."
-    assert 0.2 <= elapsed < 1.0
+    assert elapsed == pytest.approx(0.2)
     # The default schedule asks every 10 ms for the first 0.25 s (at most 21 times in
     # 0.2 s, plus the first status): far more often than a fixed 0.1 s loop (3 times).
     assert 8 <= client.count("job_get") <= 23
 
 
-def test_wait_for_final_state_polls_until_final() -> None:
+def test_wait_for_final_state_polls_until_final(fake_clock: FakeClock) -> None:
     client = FakeRuntimeClient()
     client.add_job("j", statuses=["QUEUED", "RUNNING", "RUNNING", "COMPLETED"])
     job = make_job(client, "j")
@@ -340,16 +351,17 @@ def test_logs_404_is_empty_and_other_errors_wrap() -> None:
     class Failing(FakeRuntimeClient):
         status = 404
 
-        def job_logs(self, job_id: str) -> str:
-            raise RequestsApiError("boom", self.status)
+        def job_logs(self, job_id: str, **kwargs: Any) -> str:
+            raise http_error(self.status, "boom")
 
     client = Failing()
     client.add_job("j", statuses=["COMPLETED"])
     job = make_job(client, "j")
     assert job.logs() == ""
     client.status = 500
-    with pytest.raises(IBMRuntimeError, match="^Failed to get job logs: boom"):
+    with pytest.raises(IBMRuntimeError, match="^Failed to get job logs: 500 boom") as info:
         job.logs()
+    assert isinstance(info.value.__cause__, RequestsApiError)
 
 
 def test_metrics_parse_and_errors() -> None:
@@ -452,6 +464,7 @@ def test_stream_results_decodes_interim_and_final_with_their_decoders() -> None:
     sub.push('{"i": 2}', seq=2)
     sub.push('"done"', seq=3, final=True, status="COMPLETED")
     sub.end()
+    delivered(job)
     assert seen == [
         ("j", ("double", {"i": 1})),
         ("j", ("double", {"i": 2})),
@@ -487,8 +500,9 @@ def test_second_stream_is_refused_until_the_first_ends() -> None:
 def test_constructor_callback_starts_streaming() -> None:
     client = StreamingFakeClient()
     seen, callback = collect()
-    make_job(client, user_callback=callback)
+    job = make_job(client, user_callback=callback)
     client.subscriptions[0].push('"hi"')
+    delivered(job)
     assert seen == [("job-1", "hi")]
 
 
@@ -510,6 +524,7 @@ def test_raising_callback_is_logged_and_streaming_goes_on(
         for i in (1, 2):
             client.subscriptions[0].push(str(i))
         client.subscriptions[0].push("not json")
+        delivered(job)
     assert seen == [1, 2]
     assert len(caplog.records) == 2
     assert all("job j" in r.getMessage() for r in caplog.records)
@@ -525,6 +540,7 @@ def test_callback_errors_can_surface_from_result() -> None:
     job = make_job(client, "j")
     job.stream_results(callback, callback_errors="raise")
     client.subscriptions[0].push("1")
+    delivered(job)
     assert client.subscriptions[0].cancelled
     with pytest.raises(IBMRuntimeError, match="bad callback") as info:
         job.result(timeout=5)
@@ -541,10 +557,8 @@ def test_a_streamed_external_final_result_is_downloaded(with_callback: bool) -> 
     results: list[Any] = []
     waiter = threading.Thread(target=lambda: results.append(job.result(timeout=5)))
     waiter.start()
-    deadline = time.monotonic() + 5
-    while not client.subscriptions and time.monotonic() < deadline:
-        time.sleep(0.001)
-    sub = client.subscriptions[0]
+    sub = wait_until(lambda: client.subscriptions and client.subscriptions[0])
+    sub.wait_for_waiter()
     sub.push('{"url": "https://store/x"}', seq=1, final=True, status="COMPLETED")
     sub.end()
     waiter.join(5)
@@ -553,22 +567,23 @@ def test_a_streamed_external_final_result_is_downloaded(with_callback: bool) -> 
     assert client.count("job_results") == 0
 
 
-def test_wait_learns_completion_from_the_stream() -> None:
+def test_wait_learns_completion_from_the_stream(fake_clock: FakeClock) -> None:
+    fake_clock.autoadvance = False  # only the stream can end the wait
     client = StreamingFakeClient()
     client.add_job("j", statuses=["RUNNING"], result='"from rest"')
     job = make_job(client, "j")
 
     def finish() -> None:
-        while not client.subscriptions:
-            time.sleep(0.001)
-        client.subscriptions[0].push('"from stream"', seq=1, final=True, status="COMPLETED")
-        client.subscriptions[0].end()
+        sub = wait_until(lambda: client.subscriptions and client.subscriptions[0])
+        sub.wait_for_waiter()
+        sub.push('"from stream"', seq=1, final=True, status="COMPLETED")
+        sub.end()
 
     thread = threading.Thread(target=finish)
     thread.start()
-    start = time.monotonic()
+    start = fake_clock.now
     assert job.result(timeout=5) == "from stream"
-    assert time.monotonic() - start < 1
+    assert fake_clock.now == start  # no time passed: the frame woke the waiter
     thread.join()
     assert client.count("job_results") == 0
     assert client.count("job_get") == 1
@@ -581,7 +596,7 @@ def test_wait_uses_the_open_callback_stream_and_no_second_socket() -> None:
     job.stream_results(print)
 
     def finish() -> None:
-        time.sleep(0.05)
+        client.subscriptions[0].wait_for_waiter()
         client.jobs["j"].statuses = ["FAILED"]
         client.subscriptions[0].push("", seq=1, final=True, status="FAILED")
         client.subscriptions[0].end()
@@ -594,23 +609,28 @@ def test_wait_uses_the_open_callback_stream_and_no_second_socket() -> None:
     assert client.count("open_stream") == 1
 
 
-def test_failed_stream_falls_back_to_polling() -> None:
+def test_failed_stream_falls_back_to_polling(fake_clock: FakeClock) -> None:
+    fake_clock.autoadvance = False
     client = StreamingFakeClient()
     client.add_job("j", statuses=["RUNNING", "RUNNING", "RUNNING", "COMPLETED"])
     job = make_job(client, "j")
+    results: list[Any] = []
+    waiter = threading.Thread(target=lambda: results.append(job.result(timeout=5)))
+    waiter.start()
+    sub = wait_until(lambda: client.subscriptions and client.subscriptions[0])
+    sub.wait_for_waiter()
+    sub.end(StreamEnd.FAILED, RuntimeError("gone"))
+    wait_until(lambda: not sub.waiting)  # the waiter saw the stream fail
+    drive(fake_clock, lambda: bool(results))  # the polls' pauses
+    waiter.join(5)
+    assert results == ["foo"]
+    assert client.count("job_get") == 4
+    assert fake_clock.now - 1000.0 < 0.1  # polled at the adaptive pace, not the safety one
 
-    def fail() -> None:
-        while not client.subscriptions:
-            time.sleep(0.001)
-        client.subscriptions[0].end(StreamEnd.FAILED, RuntimeError("gone"))
 
-    thread = threading.Thread(target=fail)
-    thread.start()
-    assert job.result(timeout=5) == "foo"
-    thread.join()
-
-
-def test_a_working_stream_is_trusted_and_a_reconnecting_one_is_polled_around() -> None:
+def test_a_working_stream_is_trusted_and_a_reconnecting_one_is_polled_around(
+    fake_clock: FakeClock,
+) -> None:
     client = StreamingFakeClient()
     client.add_job("j", statuses=["RUNNING"] * 3 + ["COMPLETED"])
     job = make_job(client, "j")
@@ -625,7 +645,7 @@ def test_a_working_stream_is_trusted_and_a_reconnecting_one_is_polled_around() -
     assert client.count("job_get") == 4
 
 
-def test_wait_cancels_the_stream_it_opened_on_timeout() -> None:
+def test_wait_cancels_the_stream_it_opened_on_timeout(fake_clock: FakeClock) -> None:
     client = StreamingFakeClient()
     client.add_job("j", statuses=["RUNNING"])
     job = make_job(client, "j")
@@ -648,7 +668,7 @@ def test_result_lets_the_callback_stream_deliver_its_last_messages() -> None:
     job = make_job(client, "j", user_callback=callback)
 
     def deliver_late() -> None:
-        time.sleep(0.1)
+        wait_until(lambda: client.count("job_get"))  # result() saw the job final by a poll
         client.subscriptions[0].push('"interim"', seq=1)
         client.subscriptions[0].push('"final"', seq=2, final=True, status="COMPLETED")
         client.subscriptions[0].end()
@@ -671,10 +691,7 @@ def test_result_returns_once_the_final_callback_ran_not_waiting_for_the_stream_e
     ended_first: list[bool] = []
 
     def deliver() -> None:
-        for _ in range(5000):  # until result() has started (past its cache), 5 s at most
-            if client.count("job_get"):
-                break
-            time.sleep(0.001)
+        wait_until(lambda: client.count("job_get"))  # result() has started (past its cache)
         client.subscriptions[0].push('"final"', seq=1, final=True, status="COMPLETED")
         # The end only once result() has returned (or after 5 s, to release a waiting one).
         ended_first.append(not returned.wait(5))

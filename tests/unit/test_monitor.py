@@ -14,7 +14,7 @@ import pytest
 
 from runtime_job import jobs_html, monitor
 from runtime_job.exceptions import IBMInputValueError
-from runtime_job.futures import default_watcher
+from runtime_job.futures import default_watcher, hooks_for
 from runtime_job.monitor import MONITOR_THREAD_NAME, Monitor, job_html
 from runtime_job.status import JobStatus
 
@@ -56,7 +56,7 @@ def test_terminal_line_is_rewritten_in_place_until_done() -> None:
     assert distinct == ["INITIALIZING", "QUEUED (position 2)", "RUNNING", "DONE"]
     assert frames[-1].endswith("]")
     assert job.status() is JobStatus.DONE
-    assert job._hooks is not None and job._hooks.status_callbacks == []
+    assert hooks_for(job).status_callbacks == []
 
 
 def test_a_shorter_line_blanks_out_the_rest_of_the_longer_one() -> None:
@@ -154,7 +154,7 @@ def test_stopping_a_background_monitor_leaves_the_job_alone() -> None:
     wait_until(lambda: "RUNNING" in out.getvalue())
     handle.stop()
     assert handle.join(WAIT)
-    assert job._hooks is not None and job._hooks.status_callbacks == []
+    assert hooks_for(job).status_callbacks == []
     assert client.count("job_cancel") == 0
     # Nothing keeps polling the job once its only watcher is gone.
     wait_until(lambda: default_watcher().watched_count == 0)
@@ -170,7 +170,7 @@ def test_a_broken_file_stops_a_background_monitor_quietly() -> None:
     out.close()
     fake.statuses, fake.step = ["COMPLETED"], 0  # the next line would go to a closed file
     assert handle.join(WAIT)
-    assert job._hooks is not None and job._hooks.status_callbacks == []
+    assert hooks_for(job).status_callbacks == []
 
 
 # ------------------------------------------------------------------- notebook (IPython shim)
