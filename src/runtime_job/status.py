@@ -32,6 +32,8 @@ class JobStatus(enum.Enum):
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
+        if other.__class__ is self.__class__:
+            return False
         if _is_qiskit_job_status(other):
             return bool(self.name == other.name and self.value == other.value)  # type: ignore[attr-defined]
         return NotImplemented
