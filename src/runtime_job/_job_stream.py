@@ -61,8 +61,6 @@ logger = logging.getLogger("runtime_job.job")
 SILENT_STREAM_POLL_POLICY: Final = PollPolicy(initial=10.0, factor=1.5, max_interval=60.0)
 """While a job's stream works, its status is still asked at this pace, in case the stream is
 silent (the one definition: ``result()``, the futures watcher and the CLI use it)."""
-STREAM_CHECK_SECONDS: Final = 0.5
-"""A thread parked on a stream it cannot lead looks at it this often (is it reconnecting?)."""
 DRAIN_SECONDS: Final = 10.0
 """After the job is final, how long ``result()`` lets the callbacks get their last messages."""
 DELIVERY_THREAD_PREFIX: Final = "runtime-job-deliver"
@@ -557,13 +555,7 @@ class JobStream:
             if helper:
                 self._helpers.add(me)
         try:
-            serve = getattr(sub, "serve_until", None)
-            if serve is None:
-                return sub.wait(until, timeout)
-            # The hub has no wait() yet: lead with serve_until, or park on the state.
-            if not serve(until, timeout) and not until():
-                self._state.wait(until, min(timeout, STREAM_CHECK_SECONDS))
-            return until()
+            return sub.wait(until, timeout)
         finally:
             with self._lock:
                 self._waiting -= 1

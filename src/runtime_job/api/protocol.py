@@ -162,15 +162,6 @@ class StreamSubscription(Protocol):
         """Whether the stream lost its connection, or could not open one, and tries again."""
         ...
 
-    def serve_until(self, until: Callable[[], bool], timeout: float) -> bool:
-        """Lend the calling thread to the stream machinery until ``until()`` or ``timeout``.
-
-        Returns ``False`` at once when the thread is not needed (the caller then waits its
-        own way), ``True`` after serving; ``until()`` is checked, cheaply and without locks,
-        each time the machinery has handled something.
-        """
-        ...
-
     def wait(self, until: Callable[[], bool], timeout: float) -> bool:
         """Block the calling thread until ``until()`` is true or ``timeout`` seconds pass.
 
@@ -182,7 +173,7 @@ class StreamSubscription(Protocol):
         ...
 
     def wake(self) -> None:
-        """Make a thread in :meth:`wait` (or :meth:`serve_until`) check its ``until`` now."""
+        """Make the threads in :meth:`wait` check their ``until`` again now (any thread)."""
         ...
 
 
