@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Callable
 
 import pytest
+import requests
 import responses
 
 from runtime_job.api.client import AuthClient, RuntimeClient
 from runtime_job.api.errors import server_error_detail
+from runtime_job.api.models import JobResponse
+from runtime_job.api.params import ClientParameters
+from runtime_job.api.retry import RetryPolicy
 from runtime_job.exceptions import (
+    ApiConnectionError,
     ApiIBMProtocolError,
     AuthenticationLicenseError,
+    ConflictError,
     IBMInputValueError,
     IBMNotAuthorizedError,
+    NotFoundError,
+    RateLimitError,
     RequestsApiError,
+    ServerError,
 )
 
-from .conftest import AUTH_URL, LOCAL_URL
+from .conftest import AUTH_URL, LOCAL_URL, local_params
 
 STATUS_URL = f"{LOCAL_URL}/backends/bk/status"
 JOB_URL = f"{LOCAL_URL}/jobs/j1"
@@ -293,3 +304,96 @@ def test_error_url_includes_the_query_without_secrets(
     assert info.value.message == (
         f"403 Client Error: Forbidden for url: {LOCAL_URL}/backends?provider=h%2Fg%2Fp"
     )
+
+
+# --------------------------------------------------------------- typed leaves (issue 17)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [
+        (400, RequestsApiError, False),
+        (403, RequestsApiError, False),
+        (404, NotFoundError, False),
+        (408, RequestsApiError, True),
+        (409, ConflictError, False),
+        (422, RequestsApiError, False),
+        (429, RateLimitError, True),
+        (500, ServerError, True),
+        (501, ServerError, False),
+        (503, ServerError, True),
+        (505, ServerError, False),
+        (599, ServerError, True),
+    ],
+)
+def test_each_status_is_its_typed_leaf(
+    rsps: responses.RequestsMock,
+    make_client: Callable[..., RuntimeClient],
+    status: int,
+    kind: type[RequestsApiError],
+    retryable: bool,
+) -> None:
+    client = make_client(policy=RetryPolicy.never())
+    rsps.get(JOB_URL, status=status, json={"errors": [{"message": "nope", "code": 7}]})
+    with pytest.raises(RequestsApiError) as caught:
+        client.job_get("j1")
+    err = caught.value
+    assert type(err) is kind
+    assert err.status_code == status
+    assert err.retryable is retryable
+    assert "nope" in str(err)
+
+
+def test_fetch_job_is_the_typed_job_of_the_same_request(
+    rsps: responses.RequestsMock, client: RuntimeClient
+) -> None:
+    body = {"id": "j1", "state": {"status": "RUNNING"}, "backend": "bk", "extra": [1]}
+    rsps.get(JOB_URL, json=body)
+    rsps.get(JOB_URL, json=body)
+    job = client.fetch_job("j1")
+    assert isinstance(job, JobResponse)
+    assert (job.id, job.backend) == ("j1", "bk")
+    assert job.state is not None and job.state.status == "RUNNING"
+    assert job.model_extra == {"extra": [1]}
+    assert client.job_get("j1") == body  # the dict layer: the server's JSON, as sent
+
+
+def test_a_refused_connection_is_a_retryable_connection_error(
+    make_client: Callable[..., RuntimeClient],
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = make_client(local_params(url=f"http://127.0.0.1:{port}"), policy=RetryPolicy.never())
+    with pytest.raises(ApiConnectionError) as caught:
+        client.job_get("j1")
+    assert caught.value.status_code == -1 and caught.value.retryable
+    assert isinstance(caught.value.__cause__, requests.exceptions.ConnectionError)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param(local_params(url="http://[::1"), id="invalid-url"),
+        pytest.param(
+            local_params(url="https://runtime.test", verify="/nonexistent/ca.pem"),
+            id="missing-ca-bundle",
+        ),
+    ],
+)
+def test_failures_a_retry_cannot_fix_are_not_retryable(
+    make_client: Callable[..., RuntimeClient], params: ClientParameters, sleeps: list[float]
+) -> None:
+    client = make_client(params)
+    with pytest.raises(ApiConnectionError) as caught:
+        client.job_get("j1")
+    assert not caught.value.retryable
+    assert caught.value.__cause__ is not None
+    assert sleeps == []
+
+
+def test_a_closed_client_raises_a_connection_error(client: RuntimeClient) -> None:
+    client.close()
+    with pytest.raises(ApiConnectionError) as caught:
+        client.job_get("j1")
+    assert not caught.value.retryable

@@ -234,15 +234,23 @@ def test_token_that_cannot_be_sent_is_refused_without_showing_it(bad: str) -> No
     assert params.token == TOKEN  # unchanged
 
 
-def test_a_header_the_http_stack_refuses_is_our_error_and_redacted() -> None:
-    # A credential that bypassed validation (here: a header given per request) reaches
-    # http.client, which refuses it with a ValueError quoting the value.
+@pytest.mark.parametrize("route", ["request-header", "auth-header"])
+def test_a_header_the_http_stack_refuses_is_our_error_and_redacted(route: str) -> None:
+    # A credential that bypassed validation reaches requests (which refuses a header given
+    # per request) or http.client (which refuses an auth header with a ValueError), both
+    # quoting the value.
     secret = f"{ACCESS_TOKEN}\n"
-    session = HttpSession(ClientParameters(channel="local", token=TOKEN, url=LOCAL_URL))
+    params = ClientParameters(channel="local", token=TOKEN, url=LOCAL_URL)
+    headers = None
+    if route == "auth-header":
+        object.__setattr__(params, "token", secret)  # around the check, as a bug would
+    else:
+        headers = {"X-Access-Token": secret}
+    session = HttpSession(params)
     session.add_secret(secret)
     try:
         with pytest.raises(ApiConnectionError) as caught:
-            session.request("GET", "/jobs", headers={"X-Access-Token": secret}, auth=False)
+            session.request("GET", "/jobs", headers=headers, auth=route == "auth-header")
     finally:
         session.close()
     err = caught.value
