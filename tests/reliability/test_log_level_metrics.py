@@ -15,6 +15,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -117,6 +118,19 @@ def test_qiskit_version_is_none_where_qiskit_is_not_importable(
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     assert worker_module.qiskit_version() is None
+
+
+def test_qiskit_version_is_read_without_importing_qiskit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "qiskit"
+    package.mkdir()
+    (package / "__init__.py").write_text('raise ImportError("must not be imported")\n')
+    (package / "VERSION.txt").write_text("0.24.1\n")
+    monkeypatch.delitem(sys.modules, "qiskit", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert worker_module.qiskit_version() == "0.24.1"
+    assert "qiskit" not in sys.modules
 
 
 def test_metrics_leave_qiskit_version_out_when_unknown() -> None:

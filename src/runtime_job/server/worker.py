@@ -23,7 +23,6 @@ process group (so killing the group also kills what a program started). A worker
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import io
 import json
@@ -70,9 +69,11 @@ def qiskit_version() -> str | None:
             continue
         if text:
             return text
+    from importlib import metadata  # rarely needed: only without VERSION.txt
+
     for distribution in ("qiskit", "qiskit-terra"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            return importlib.metadata.version(distribution)
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(distribution)
     return None
 
 
