@@ -119,3 +119,29 @@ class TestJobStatusAndQiskit:
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
         )
         assert out.stdout.strip() == "[]"
+
+
+def test_without_qiskit_the_sdk_paths_degrade_to_dicts() -> None:
+    """qiskit made unimportable: quantum_info payloads stay dicts (with the warning), the
+    circuit-runner decoder returns the dict, and there are no program defaults."""
+    code = """
+import json, sys, warnings
+sys.modules["qiskit"] = None
+from runtime_job import codec
+from runtime_job.decoders import DEFAULT_DECODERS, RunnerResult
+payload = {"__type__": "settings", "__class__": "SparsePauliOp", "__value__": {"data": []},
+           "__module__": "qiskit.quantum_info.operators.symplectic.sparse_pauli_op"}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = codec.loads(json.dumps(payload))
+assert out == payload, out
+assert any("not registered" in str(w.message) for w in caught)
+assert RunnerResult.decode('{"results": []}') == {"results": []}
+assert dict(DEFAULT_DECODERS) == {}
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
