@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 from runtime_job import RuntimeService
 from runtime_job.server import LocalRuntimeServer
 from runtime_job.server import worker as worker_module
-from runtime_job.server.store import JobRecord
+from runtime_job.server.store import JobRecord, NewJob, Store
 
 from .conftest import ALICE
 from .runnerkit import start_server
@@ -153,3 +154,27 @@ def test_metrics_leave_qiskit_version_out_when_unknown() -> None:
 )
 def test_log_level_names(name: str | None, level: int) -> None:
     assert worker_module.log_level_number(name) == level
+
+
+def test_a_database_of_the_previous_schema_gains_the_column(tmp_path: Path) -> None:
+    """A data directory written before ``qiskit_version`` existed opens and keeps its jobs."""
+    path = tmp_path / "runtime.sqlite3"
+    store = Store(path)
+    store.create_job(
+        NewJob(id="old", user_id="u", program_id="p", backend="b", params="{}"), 1.0, None
+    )
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE jobs DROP COLUMN qiskit_version")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    try:
+        assert store.mark_running("old", 2.0, "1.2.3")
+        job = store.get_job("old")
+        assert job is not None and job.metrics()["qiskit_version"] == "1.2.3"
+        version = store._conn().execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone() == ("2",)
+    finally:
+        store.close()
