@@ -333,6 +333,7 @@ class LocalRuntimeServer:
         self._serve_error: BaseException | None = None
         self._state_lock = threading.Lock()
         self._log_filter: RedactingFilter | None = None
+        self._auth: Authenticator | None = None
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -370,6 +371,14 @@ class LocalRuntimeServer:
         """Whether the server is serving."""
         thread = self._thread
         return thread is not None and thread.is_alive()
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """Who is calling: the server's tokens, and the expiry of access tokens (its ``now``
+        is the wall-clock seam tests replace)."""
+        if self._auth is None:
+            raise RuntimeError("The server is not started.")
+        return self._auth
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current worker processes."""
@@ -432,7 +441,7 @@ class LocalRuntimeServer:
         self._runner = runner = Runner(
             store, self.programs, self.workers, notifier, hold=self.hold_for_streams
         )
-        auth = Authenticator(self._tokens, store)
+        self._auth = auth = Authenticator(self._tokens, store)
         ctx = AppContext(store=store, auth=auth, programs=self.programs, runner=runner, hub=hub)
         if self.max_body is not None:
             ctx.max_body = self.max_body
@@ -581,6 +590,7 @@ class LocalRuntimeServer:
                 logging.getLogger(name).removeFilter(self._log_filter)
         self._uvicorn = self._thread = self._socket = None
         self._runner = self._store = self._hub = self._notifier = None
+        self._auth = None
         self._lock_fd = None
         self._log_filter = None
 
