@@ -9,11 +9,16 @@ every message exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from runtime_job import RuntimeService
+from runtime_job.api.client import RuntimeClient
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd, StreamFrame
 from runtime_job.api.stream import (
@@ -21,8 +26,9 @@ from runtime_job.api.stream import (
     DEFAULT_PING_TIMEOUT,
     StreamHub,
 )
+from runtime_job.server import LocalRuntimeServer
 
-from .streamkit import Recorder, WsServer
+from .streamkit import LoopThread, Recorder, TcpProxy, WsServer
 
 MESSAGES = [f"m{i}" for i in range(1, 21)]
 
@@ -135,3 +141,102 @@ def test_with_the_default_settings_a_stalled_stream_resumes_within_the_bound(
     assert rec.payloads == [*MESSAGES, "R"]
     gap = rec.times[8] - rec.times[7]
     assert DEFAULT_PING_INTERVAL - 0.5 <= gap < DEFAULT_PING_INTERVAL + 2.0, gap
+
+
+# -- the same through the job, against the real local server ------------------------------
+
+TOKEN = "stream-liveness-token-0123456789"
+
+
+class SilentProxy(TcpProxy):
+    """Relays TCP until ``cut_after`` bytes went to the client, then goes silent both ways.
+
+    No FIN, no RST: the client's bytes are swallowed and nothing more reaches it, as when a
+    NAT drops its entry. The connection ends only when the client closes it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.silenced = 0
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limit: int | None,
+        activity: list[float],
+    ) -> None:
+        count = 0
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return  # the client closed: the proxy drops the connection
+                if len(activity) > 1:
+                    continue  # silent: swallow what the client sends
+                if limit is not None and count + len(data) >= limit:
+                    writer.write(data[: limit - count])
+                    await writer.drain()
+                    activity.append(-1.0)  # marks this connection silent for both pipes
+                    self.silenced += 1
+                    await asyncio.Event().wait()  # never another byte, never a FIN
+                count += len(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            return
+
+
+class _ProxiedStreams(ClientParameters):
+    """Parameters whose websockets go through the proxy while REST calls go direct."""
+
+    ws_port = 0
+
+    def get_websocket_base_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+
+@pytest.fixture(scope="module")
+def runtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
+    with LocalRuntimeServer(
+        data_dir=tmp_path_factory.mktemp("liveness"), tokens=[TOKEN], workers=1
+    ) as srv:
+        yield srv
+
+
+def test_result_returns_after_every_callback_when_the_stream_went_silent(
+    runtime_server: LocalRuntimeServer, loop_thread: LoopThread
+) -> None:
+    """Issue 18 item 12: a 1 s job, 20 interim results, the stream silent from the 3rd on."""
+    port = int(runtime_server.url.rsplit(":", 1)[1])
+    limits = iter([3000])  # the first connection only: mid-stream, mid-frame
+    proxy = SilentProxy(loop_thread, ("127.0.0.1", port), cut_after=lambda: next(limits, None))
+    proxy.start()
+    params = _ProxiedStreams(channel="local", token=TOKEN, url=runtime_server.url)
+    params.ws_port = proxy.port
+    hub = StreamHub(ping_interval=1.0, ping_timeout=1.0, idle_shutdown=0.3)
+    client = RuntimeClient(params, hub=hub)
+    service = RuntimeService._with_client(client, params)
+    seen: list[Any] = []
+    try:
+        started = time.monotonic()
+        job = service.run(
+            "stream",
+            inputs={"count": 20, "interval": 0.05, "size": 200},
+            callback=lambda _job_id, result: seen.append(result),
+        )
+        result = job.result(timeout=30)
+        elapsed = time.monotonic() - started
+        delivered = list(seen)  # what the callback had when result() returned
+    finally:
+        client.close()
+        hub.close()
+        proxy.stop()
+    assert result == {"count": 20}
+    assert proxy.silenced == 1
+    expected = [{"index": i, "data": [0.0] * 200} for i in range(20)]
+    assert delivered == [*expected, {"count": 20}]
+    # The job takes 1 s; the silence is noticed within ping_interval (mid-frame) or
+    # ping_interval + ping_timeout (between frames) of the last byte, then the stream
+    # resumes: well under the 20 s of the issue.
+    assert elapsed < 8.0, elapsed
