@@ -35,6 +35,7 @@ from runtime_job.server import LocalRuntimeServer, ProgramRegistry, launcher
 from runtime_job.server.paths import DataDir
 from runtime_job.server.programs import builtin_programs, qiskit_available
 from tests.integration.helpers import ALICE, Api, alive, wait_gone
+from tests.support.waiting import wait_until
 
 
 def _threads() -> set[str]:
@@ -264,16 +265,6 @@ class Client:
                 stream.close()
 
 
-def _wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Wait (bounded) until ``predicate()`` is true."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        pause.wait(0.02)
-
-
 def _stop_server(pid: int | None) -> None:
     """Stop a background server a test started (by its pid), if it still runs."""
     if pid is None or not alive(pid):
@@ -320,7 +311,7 @@ def test_the_server_outlives_the_process_that_started_it(
     b = new_client()
     assert b.hello() == server  # joined, not started another
     running = b.ask("run", "sleep", {"seconds": 5})
-    _wait_until(lambda: b.ask("status", running) == "RUNNING", 20, "B's job to run")
+    wait_until(lambda: b.ask("status", running) == "RUNNING", 20, "B's job to run")
     assert a.exit() == 0
     # A is gone and the idle timeout (1 s) is far shorter than B's job: B's lease kept it.
     assert b.ask("status", running) == "RUNNING"
@@ -330,7 +321,7 @@ def test_the_server_outlives_the_process_that_started_it(
     assert alive(server["pid"])
 
     assert b.exit() == 0
-    _wait_until(lambda: not alive(server["pid"]), IDLE + 10, "the idle server to stop")
+    wait_until(lambda: not alive(server["pid"]), IDLE + 10, "the idle server to stop")
     assert not (data_dir / "server.json").exists()
 
 
@@ -342,7 +333,7 @@ def test_a_killed_client_does_not_keep_the_server(
     pid = client.hello()["pid"]
     client.process.send_signal(signal.SIGKILL)
     client.process.wait(10)
-    _wait_until(lambda: not alive(pid), IDLE + 10, "the server of a killed client to stop")
+    wait_until(lambda: not alive(pid), IDLE + 10, "the server of a killed client to stop")
 
 
 def test_clients_starting_at_once_share_one_server(
@@ -360,7 +351,7 @@ def test_serve_stop_ends_a_server_in_use(shared: tuple[Path, Callable[..., Clien
     client = new_client()
     pid = client.hello()["pid"]
     job = client.ask("run", "sleep", {"seconds": 30})
-    _wait_until(lambda: client.ask("status", job) == "RUNNING", 20, "the job to run")
+    wait_until(lambda: client.ask("status", job) == "RUNNING", 20, "the job to run")
     stopped = subprocess.run(
         [sys.executable, "-m", "runtime_job.cli", "serve", "--stop", "--data-dir", str(data_dir)],
         capture_output=True,
@@ -386,7 +377,7 @@ def test_a_server_whose_directory_is_gone_stops_with_its_last_client(
     shutil.rmtree(data_dir)
     assert alive(server["pid"])
     assert client.exit() == 0
-    _wait_until(lambda: not alive(server["pid"]), 10, "the orphaned server to stop")
+    wait_until(lambda: not alive(server["pid"]), 10, "the orphaned server to stop")
 
 
 def test_a_stopping_server_is_not_joined(tmp_path: Path) -> None:

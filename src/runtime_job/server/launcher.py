@@ -347,6 +347,7 @@ def ensure_local_server(
 
     Raises:
         RuntimeError: No server could be joined or started in time.
+        ValueError: ``idle_timeout`` is negative or not finite.
     """
     data = DataDir.resolve(data_dir)
     idle = idle_timeout_from_env() if idle_timeout is None else float(idle_timeout)
