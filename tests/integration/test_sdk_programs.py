@@ -228,3 +228,15 @@ def test_active_account_on_ibm_quantum_is_the_api_token_and_login_url(
         with RuntimeService(**account) as again:
             assert again.active_account() == account
             assert [b.name for b in again.backends()] == ["local_simulator"]
+
+
+def test_parameter_values_as_an_array(service: RuntimeService) -> None:
+    circuit = measured(ansatz())
+    inputs = {
+        "circuits": [circuit, circuit],
+        "parameter_values": np.array(VALUES),
+        "run_options": {"shots": None},
+    }
+    result = service.run("sampler", inputs=inputs, options=BACKEND).result(timeout=60)
+    for quasi, values in zip(result.quasi_dists, VALUES, strict=True):
+        assert dict(quasi) == pytest.approx(exact_distribution(circuit, values), abs=1e-12)

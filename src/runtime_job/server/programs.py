@@ -158,7 +158,10 @@ def sleep(
 
 
 def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else [value]
+    """A list, a tuple or an array of at least one dimension as a list; else ``[value]``."""
+    if isinstance(value, list | tuple) or getattr(value, "ndim", 0) >= 1:
+        return list(value)
+    return [value]
 
 
 def _bind(circuits: list[Any], parameter_values: Any) -> list[Any]:
