@@ -22,6 +22,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,3 +269,43 @@ def test_storage_failing_as_a_job_starts_holds_it_and_others_go_on(
             assert alice.status(waiting) == "CANCELLED"
     finally:
         server.stop()
+
+
+def test_stopping_while_storage_fails_loses_only_the_held_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops promptly; at the next start the job it could not finish is failed."""
+    monkeypatch.setattr(Store, "connection_factory", FullDiskConnection)
+    FullDiskConnection.full.clear()
+    fifo = tmp_path / "go.fifo"
+    os.mkfifo(fifo)
+    data = tmp_path / "data"
+    server = start_server(data)
+    try:
+        alice, _ = users(server)
+        with LogWatch() as log:
+            running = alice.run("waits-then-talks", {"fifo": str(fifo), "kib": 4})
+            alice.wait_status(running, ("RUNNING",))
+            FullDiskConnection.full.set()
+            _release(fifo)
+            log.seen("The server's storage is full")
+            started = time.monotonic()
+            server.stop(timeout=10)
+            assert time.monotonic() - started < 5
+            log.seen("held write(s) of running jobs are lost")
+    finally:
+        FullDiskConnection.full.clear()
+        server.stop()
+    server = start_server(data)
+    try:
+        alice, bob = users(server)
+        job = alice.job(running)
+        assert job["state"] == {"status": "FAILED", "reason": "server restarted"}
+        assert bob.wait_final(bob.run("ok"))["state"]["status"] == "COMPLETED"
+    finally:
+        server.stop()
+    conn = sqlite3.connect(data / "runtime.sqlite3")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
