@@ -101,3 +101,34 @@ def test_a_server_that_offered_the_extension_gets_the_sequenced_url(
     attempt = server.jobs["seq"].attempts[0]
     assert attempt.query == {"seq": "1", "after": "0"}
     assert rec.frames[-1].final and rec.frames[-1].seq == 2
+
+
+def test_connect_now_returns_after_a_refused_handshake_and_retries_in_the_background(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    job = server.add_job("refused-once", messages=["a"], final=True, result="R", handshake=[503])
+    rec = Recorder()
+    sub = hub.subscribe(
+        job_id="refused-once",
+        url=server.url("refused-once"),
+        params=params,
+        listener=rec,
+        connect_now=True,
+    )
+    assert [a.status for a in job.attempts] == [503]  # the first attempt ran on this thread
+    assert sub.wait(lambda: not sub.active, 10.0)
+    assert rec.payloads == ["a", "R"]
+    assert [a.status for a in job.attempts] == [503, 101]
+
+
+def test_sequenced_false_sends_the_url_exactly_as_given(
+    server: WsServer, params: ClientParameters, hub: StreamHub
+) -> None:
+    job = server.add_job("exact", messages=["a"], final=True, result="R")
+    rec = Recorder()
+    url = server.url("exact") + "?x=1"
+    hub.subscribe(job_id="exact", url=url, params=params, listener=rec, sequenced=False)
+    rec.wait(10)
+    assert job.attempts[0].query == {"x": "1"}
+    assert rec.payloads == ["a", "R"]
+    assert all(frame.seq is None for frame in rec.frames)
