@@ -304,6 +304,18 @@ def test_jobs_get_falsy_values(rsps: responses.RequestsMock, client: RuntimeClie
     assert query_of(rsps) == "pending=true"
 
 
+def test_jobs_get_extensions_are_sent_only_when_asked(
+    rsps: responses.RequestsMock, client: RuntimeClient
+) -> None:
+    rsps.get(f"{LOCAL_URL}/jobs", json={"jobs": [JOB], "count": 3, "next_cursor": "41"})
+    rsps.get(f"{LOCAL_URL}/jobs", json={"jobs": [], "count": 3})
+    page = client.jobs_get(limit=1, exclude_params=True)
+    assert query_of(rsps) == "limit=1&exclude_params=true"
+    assert page["next_cursor"] == "41"
+    client.jobs_get(limit=1, exclude_params=False, cursor=page["next_cursor"])
+    assert query_of(rsps, 1) == "limit=1&cursor=41"
+
+
 @pytest.fixture
 def eastern_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TZ", "EST+05")
@@ -693,3 +705,19 @@ def test_runtime_client_implements_the_job_protocols(client: RuntimeClient) -> N
     assert isinstance(client, StreamingApi)
     for name in ("job_get", "job_results", "job_interim_results", "job_cancel", "job_logs"):
         assert callable(getattr(client, name))
+
+
+def test_fetch_jobs_validates_each_job_once_and_names_a_bad_one(
+    rsps: responses.RequestsMock, client: RuntimeClient
+) -> None:
+    good = {"id": "j1", "state": {"status": "DONE"}, "unknown": 1}
+    rsps.get(f"{LOCAL_URL}/jobs", json={"jobs": [good], "count": 2, "next_cursor": "7"})
+    rsps.get(f"{LOCAL_URL}/jobs", json={"jobs": [{"id": "j2", "tags": "not-a-list"}], "count": 2})
+    page = client.fetch_jobs(limit=1, exclude_params=True)
+    assert query_of(rsps) == "limit=1&exclude_params=true"
+    assert (page.count, page.next_cursor) == (2, "7")
+    assert page.jobs == [{"id": "j1", "state": {"status": "DONE"}}]  # known fields only
+    with pytest.raises(ApiIBMProtocolError) as caught:
+        client.fetch_jobs(limit=1, cursor="7")
+    assert "job j2" in str(caught.value) and "tags" in str(caught.value)
+    assert caught.value.status_code == 200 and caught.value.url is not None

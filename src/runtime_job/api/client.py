@@ -40,11 +40,13 @@ from .models import (
     BackendListResponse,
     BackendStatusResponse,
     JobListResponse,
+    JobPage,
     JobResponse,
     LoginResponse,
     RunJobResponse,
     UserInfoResponse,
     parse,
+    parse_jobs,
 )
 from .params import ClientParameters
 from .retry import RetryPolicy
@@ -125,12 +127,17 @@ def _validated(
     try:
         return parse(model, data, what, job_id)
     except ApiIBMProtocolError as err:
-        raise ApiIBMProtocolError(
-            err.message,
-            status_code=response.status_code,
-            url=scrub_url(response.url or ""),
-            body_excerpt=redact(response.text[:500]),
-        ) from err
+        raise _with_response(err, response) from err
+
+
+def _with_response(err: ApiIBMProtocolError, response: requests.Response) -> ApiIBMProtocolError:
+    """``err`` again, with the response's status, URL and body excerpt attached."""
+    return ApiIBMProtocolError(
+        err.message,
+        status_code=response.status_code,
+        url=scrub_url(response.url or ""),
+        body_excerpt=redact(response.text[:500]),
+    )
 
 
 def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
@@ -340,6 +347,9 @@ class RuntimeClient:
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
         descending: bool = True,
+        *,
+        exclude_params: bool | None = None,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
         """``GET /jobs``: one page of jobs.
 
@@ -347,7 +357,9 @@ class RuntimeClient:
         ``offset`` (from ``skip``), ``backend``, ``pending`` (whenever not ``None``),
         ``program``, ``tags`` (repeated), ``session_id``, ``created_after``,
         ``created_before`` (converted to UTC), ``sort=ASC`` (only when ``descending`` is
-        false) and ``provider`` (when hub, group and project are all given).
+        false) and ``provider`` (when hub, group and project are all given); then, only
+        when given, ``exclude_params=true`` (as the hosted API takes it) and ``cursor``
+        (our server's extension: the ``next_cursor`` of the previous page).
 
         Args:
             limit: Page size.
@@ -363,14 +375,128 @@ class RuntimeClient:
             created_after: Only jobs created after this time (naive: local time).
             created_before: Only jobs created before this time (naive: local time).
             descending: Newest first (the server's default) when true.
+            exclude_params: Ask the server to leave out each job's inputs.
+            cursor: Continue after the page whose ``next_cursor`` this is (a stable
+                listing on servers with the extension; see ``wire-extensions.md``).
 
         Returns:
-            ``{"jobs": [...], "count": total}`` as the server sent it.
+            ``{"jobs": [...], "count": total}`` as the server sent it (with
+            ``next_cursor`` when the server has the extension and there is more).
 
         Raises:
             RequestsApiError: The request failed.
             ApiIBMProtocolError: The response is not a job list.
         """
+        response = self._jobs_response(
+            limit=limit,
+            skip=skip,
+            backend_name=backend_name,
+            pending=pending,
+            program_id=program_id,
+            hub=hub,
+            group=group,
+            project=project,
+            job_tags=job_tags,
+            session_id=session_id,
+            created_after=created_after,
+            created_before=created_before,
+            descending=descending,
+            exclude_params=exclude_params,
+            cursor=cursor,
+        )
+        data = _json_object(response, "job list")
+        _validated(JobListResponse, data, "job list", response)
+        return data
+
+    def fetch_jobs(
+        self,
+        *,
+        limit: int | None = None,
+        skip: int | None = None,
+        backend_name: str | None = None,
+        pending: bool | None = None,
+        program_id: str | None = None,
+        hub: str | None = None,
+        group: str | None = None,
+        project: str | None = None,
+        job_tags: Sequence[str] | None = None,
+        session_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        descending: bool = True,
+        exclude_params: bool | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """``GET /jobs``: one page of jobs, each job's fields validated once.
+
+        Args:
+            limit: As :meth:`jobs_get`; so are the other filters.
+            skip: Jobs to skip.
+            backend_name: Only jobs on this backend.
+            pending: ``True``: queued or running jobs; ``False``: final ones.
+            program_id: Only jobs of this program.
+            hub: ibm_quantum hub.
+            group: ibm_quantum group.
+            project: ibm_quantum project.
+            job_tags: Only jobs carrying all these tags.
+            session_id: Only jobs of this session.
+            created_after: Only jobs created after this time (naive: local time).
+            created_before: Only jobs created before this time (naive: local time).
+            descending: Newest first (the server's default) when true.
+            exclude_params: Ask the server to leave out each job's inputs.
+            cursor: The ``next_cursor`` of the previous page (our server's extension).
+
+        Returns:
+            The page (``jobs`` as plain dicts of the known fields, ``count``, and
+            ``next_cursor`` on servers with the extension).
+
+        Raises:
+            RequestsApiError: The request failed.
+            ApiIBMProtocolError: The response is not a job list, or a job in it is
+                malformed (the message names the job and the field).
+        """
+        response = self._jobs_response(
+            limit=limit,
+            skip=skip,
+            backend_name=backend_name,
+            pending=pending,
+            program_id=program_id,
+            hub=hub,
+            group=group,
+            project=project,
+            job_tags=job_tags,
+            session_id=session_id,
+            created_after=created_after,
+            created_before=created_before,
+            descending=descending,
+            exclude_params=exclude_params,
+            cursor=cursor,
+        )
+        data = decode_json(response, "job list")
+        try:
+            return parse_jobs(data)
+        except ApiIBMProtocolError as err:
+            raise _with_response(err, response) from err
+
+    def _jobs_response(
+        self,
+        limit: int | None = None,
+        skip: int | None = None,
+        backend_name: str | None = None,
+        pending: bool | None = None,
+        program_id: str | None = None,
+        hub: str | None = None,
+        group: str | None = None,
+        project: str | None = None,
+        job_tags: Sequence[str] | None = None,
+        session_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        descending: bool = True,
+        exclude_params: bool | None = None,
+        cursor: str | None = None,
+    ) -> requests.Response:
+        """The ``GET /jobs`` request of :meth:`jobs_get` and :meth:`fetch_jobs`."""
         query: list[tuple[str, str | int]] = []
         if limit:
             query.append(("limit", limit))
@@ -394,10 +520,11 @@ class RuntimeClient:
             query.append(("sort", "ASC"))
         if hub and group and project:
             query.append(("provider", f"{hub}/{group}/{project}"))
-        response = self._session.request("GET", "/jobs", params=query)
-        data = _json_object(response, "job list")
-        _validated(JobListResponse, data, "job list", response)
-        return data
+        if exclude_params:
+            query.append(("exclude_params", "true"))
+        if cursor is not None:
+            query.append(("cursor", cursor))
+        return self._session.request("GET", "/jobs", params=query)
 
     def job_results(self, job_id: str, *, deadline: Deadline | None = None) -> bytes:
         """``GET /jobs/{id}/results``: the result, as the body's UTF-8 bytes.

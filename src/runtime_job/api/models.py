@@ -128,6 +128,8 @@ class JobPage(WireModel):
     """The jobs of this page."""
     count: int
     """Total number of jobs matching the filters, ignoring limit and offset."""
+    next_cursor: str | None = None
+    """Where the next page starts (``cursor=``), on servers with the listing extension."""
 
 
 class RunJobRequest(WireModel):
