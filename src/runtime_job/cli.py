@@ -19,7 +19,9 @@ from the configuration (environment, then the account file, then the local serve
 :mod:`runtime_job.config`).
 
 ``serve`` prints ``runtime-job server at <url> (token file: <path>)`` as its first line of
-standard output, then serves until ``SIGINT`` or ``SIGTERM``, stops its workers and exits 0.
+standard output, then serves until ``SIGINT`` or ``SIGTERM`` (or, with ``--idle-timeout``,
+until no process has held a lease on its data directory for that long), stops its workers
+and exits 0. ``serve --stop`` stops the server of a data directory by its pid.
 
 The ``jobs`` commands print tables and text for people, or JSON with ``--json`` (one
 document; ``watch`` prints one JSON object per line). Their exit statuses are

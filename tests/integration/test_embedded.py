@@ -407,7 +407,7 @@ def test_a_lease_on_a_read_only_lock_file(tmp_path: Path, monkeypatch: pytest.Mo
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(launcher.os, "open", read_only)
+    monkeypatch.setattr(os, "open", read_only)
     try:
         assert launcher._take_lease(data, 0.0) is launcher._Lease.HELD
         probe = real_open(data.root / launcher.CLIENTS_LOCK, os.O_RDWR)
