@@ -381,8 +381,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from err
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
@@ -395,8 +395,8 @@ def _positive_float(text: str) -> float:
 def _seconds(text: str, zero: bool = True) -> float:
     try:
         value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from err
     if not (value >= 0 if zero else value > 0) or value == float("inf"):
         kind = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
         raise argparse.ArgumentTypeError(f"must be {kind}")
@@ -406,10 +406,10 @@ def _seconds(text: str, zero: bool = True) -> float:
 def _timestamp(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
-    except ValueError:
+    except ValueError as err:
         raise argparse.ArgumentTypeError(
             f"expected an ISO 8601 date and time such as 2024-05-01T12:00:00Z, not {text!r}"
-        ) from None
+        ) from err
 
 
 def _add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
