@@ -1,4 +1,4 @@
-"""Fixtures of the CLI tests: one local server for the package, and a way to run the CLI.
+"""Fixtures of the CLI tests: the session's local server, and a way to run the CLI.
 
 Every command runs as a real ``runtime-job`` subprocess, with ``HOME`` in a temporary
 directory and no ``QISKIT_IBM_*`` or log-level variable, so the developer's own accounts and
@@ -20,10 +20,11 @@ import pytest
 
 from runtime_job import RuntimeService
 from runtime_job.server import LocalRuntimeServer
+from tests.support.server import CLI_LISTER, CLI_MAIN, CLI_STRANGER, leftovers_cancelled
 
-MAIN = "cli-main-token-0123456789"
-LISTER = "cli-lister-token-0123456789"
-STRANGER = "cli-stranger-token-0123456789"
+MAIN = CLI_MAIN
+LISTER = CLI_LISTER
+STRANGER = CLI_STRANGER
 CLEARED = (
     "QISKIT_IBM_TOKEN",
     "QISKIT_IBM_URL",
@@ -111,17 +112,6 @@ class Cli:
 
 
 @pytest.fixture(scope="package")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    """The server of the CLI tests (2 workers), stopped after them."""
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("cli-data"),
-        tokens=[MAIN, LISTER, STRANGER],
-        workers=2,
-    ) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="package")
 def cli(server: LocalRuntimeServer, tmp_path_factory: pytest.TempPathFactory) -> Cli:
     """Runs the CLI as ``MAIN`` against the server."""
     return Cli(server.url, tmp_path_factory.mktemp("cli-home"))
@@ -163,3 +153,7 @@ def wait_running(service: RuntimeService, job_id: str, timeout: float = 20) -> N
     while service.job(job_id).status().name != "RUNNING":
         assert time.monotonic() < deadline, f"job {job_id} never ran"
         time.sleep(0.02)
+
+
+_cancel_leftovers = leftovers_cancelled(MAIN, LISTER, STRANGER)
+"""This package's unfinished jobs are cancelled at its end (the server is shared)."""

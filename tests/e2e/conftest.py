@@ -1,4 +1,8 @@
-"""One real local server for the end-to-end tests of the client library."""
+"""The end-to-end tests of the client library run on the session's local server.
+
+The server is the suite's default one (``server`` in ``tests/conftest.py``), 2 warm workers;
+these tests act as the user :data:`TOKEN`.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,10 @@ import pytest
 
 from runtime_job import RuntimeService
 from runtime_job.server import LocalRuntimeServer
+from tests.support.server import E2E, leftovers_cancelled
 
-TOKEN = "e2e-token-0123456789"
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    """A server on 127.0.0.1 and a free port, with 2 warm workers."""
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("e2e-data"), tokens=[TOKEN], workers=2
-    ) as srv:
-        yield srv
+TOKEN = E2E
+"""The e2e tests' user on the default server."""
 
 
 @pytest.fixture
@@ -26,3 +23,7 @@ def service(server: LocalRuntimeServer) -> Iterator[RuntimeService]:
     """A service on the ``local`` channel, joined to the session's server."""
     with RuntimeService(channel="local", url=server.url, token=TOKEN) as svc:
         yield svc
+
+
+_cancel_leftovers = leftovers_cancelled(TOKEN)
+"""This package's unfinished jobs are cancelled at its end (the server is shared)."""

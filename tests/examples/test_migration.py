@@ -1,7 +1,8 @@
 """Migration: a script written for qiskit-ibm-runtime 0.11 runs with one changed import line.
 
 The script (``reference_style_script.py``) runs as a subprocess against a local runtime server
-started here; it reaches the server through the reference's ``ibm_quantum`` login API.
+of the suite (the default session server, as its own user); it reaches the server through the
+reference's ``ibm_quantum`` login API.
 """
 
 from __future__ import annotations
@@ -9,21 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from runtime_job.server import LocalRuntimeServer
+from tests.support.server import MIGRATION
 
 SCRIPT = Path(__file__).resolve().parent / "reference_style_script.py"
 TIMEOUT = 60
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(data_dir=tmp_path / "server", workers=1) as running:
-        yield running
 
 
 def test_reference_style_script_runs_unchanged(server: LocalRuntimeServer, tmp_path: Path) -> None:
@@ -33,7 +26,7 @@ def test_reference_style_script_runs_unchanged(server: LocalRuntimeServer, tmp_p
         **os.environ,
         "HOME": str(home),  # no saved account of the machine's user can leak in
         "RUNTIME_JOB_TEST_URL": server.api_url,
-        "RUNTIME_JOB_TEST_TOKEN": server.token,
+        "RUNTIME_JOB_TEST_TOKEN": MIGRATION,
     }
     completed = subprocess.run(
         [sys.executable, str(SCRIPT)],

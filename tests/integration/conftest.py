@@ -1,8 +1,9 @@
-"""Fixtures of the integration tests: one real local server for the session.
+"""Fixtures of the integration tests: clients of the session's local server.
 
-The server runs in this process (uvicorn in a thread, programs in worker processes), binds
-127.0.0.1 on a free port, and is stopped at the end of the session. Users: ``alice`` and
-``bob`` (isolation), ``carol`` (listings, so counts are exact).
+The server is the suite's default one (``server`` in ``tests/conftest.py``, see
+:mod:`tests.support.server`): uvicorn in a thread of this process, programs in 2 worker
+processes, 127.0.0.1 on a free port. Users: ``alice`` and ``bob`` (isolation), ``carol``
+(listings, so counts are exact).
 """
 
 from __future__ import annotations
@@ -12,26 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from runtime_job.server import LocalRuntimeServer
-from tests.integration import programs as test_programs
 from tests.integration.helpers import ALICE, BOB, CAROL, Api
-
-TEST_PROGRAMS = {
-    "printer": "tests.integration.programs:printer",
-    "final-publisher": test_programs.final_publisher,
-    "crasher": "tests.integration.programs:crasher",
-    "backend-name": test_programs.backend_name,
-    "slow-stream": "tests.integration.programs:slow_stream",
-}
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    """The session's server (2 workers)."""
-    data_dir = tmp_path_factory.mktemp("server-data")
-    with LocalRuntimeServer(
-        data_dir=data_dir, tokens=[ALICE, BOB, CAROL], workers=2, programs=TEST_PROGRAMS
-    ) as srv:
-        yield srv
+from tests.support.server import leftovers_cancelled
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +45,7 @@ def anon(server: LocalRuntimeServer) -> Iterator[Api]:
     del api.session.headers["X-Access-Token"]
     yield api
     api.close()
+
+
+_cancel_leftovers = leftovers_cancelled(ALICE, BOB, CAROL)
+"""This package's unfinished jobs are cancelled at its end (the server is shared)."""

@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,13 @@ from typing import Any
 import requests
 import websocket
 
-FINAL = ("COMPLETED", "FAILED", "CANCELLED")
+# The integration tests' users of the default server, re-exported.
+from tests.support.server import ALICE as ALICE
+from tests.support.server import BOB as BOB
+from tests.support.server import CAROL as CAROL
+from tests.support.waiting import wait_until
 
-ALICE = "alice-token-0123456789"
-BOB = "bob-token-0123456789"
-CAROL = "carol-token-0123456789"
+FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 class Api:
@@ -67,14 +68,17 @@ class Api:
     def wait_status(
         self, job_id: str, statuses: tuple[str, ...], timeout: float = 20.0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if job["state"]["status"] in statuses:
-                return job
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s")
-            time.sleep(0.01)
+        """Wait until the job has one of ``statuses``; return the job."""
+        seen: list[dict[str, Any]] = [{}]
+
+        def reached() -> dict[str, Any] | None:
+            seen[0] = self.job(job_id)
+            return seen[0] if seen[0]["state"]["status"] in statuses else None
+
+        try:
+            return wait_until(reached, timeout, what=f"job {job_id} to be in {statuses}")
+        except AssertionError as err:
+            raise AssertionError(f"{err}; still {seen[0].get('state')}") from None
 
     def wait_final(self, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
         return self.wait_status(job_id, FINAL, timeout)
@@ -175,12 +179,9 @@ def alive(pid: int) -> bool:
 
 def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
     """Wait until none of ``pids`` is alive; return those still alive."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [pid for pid in pids if alive(pid)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.02)
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not any(alive(pid) for pid in pids), timeout, what=f"{pids} to exit")
+    return [pid for pid in pids if alive(pid)]
 
 
 def env_without_proxies() -> dict[str, str]:

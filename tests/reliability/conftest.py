@@ -1,7 +1,8 @@
 """Fixtures of the reliability tests: a real local server, a fault proxy in front of it.
 
 - ``server``: one embedded :class:`LocalRuntimeServer` for the package (users alice and bob,
-  the programs of :mod:`tests.reliability.programs`, 3 warm workers).
+  the programs of :mod:`tests.reliability.programs`, 3 warm workers), built by the suite's
+  factory (:func:`tests.support.server.server_fixture`).
 - ``proxy``: a fresh :class:`FaultProxy` in front of it for each test, scripted by the test.
 - ``connect``: builds a ``RuntimeService`` through any URL (the proxy), closed at the end.
 - ``sleeps``: the transport's retry sleeps, recorded and shortened (never longer than 10 ms).
@@ -26,6 +27,8 @@ from runtime_job.exceptions import RequestsApiError
 from runtime_job.server import LocalRuntimeServer
 from runtime_job.timing import clock
 from tests.stream.streamkit import LoopThread
+from tests.support import wait_until
+from tests.support.server import server_fixture
 
 from .faultproxy import FaultProxy
 from .programs import PROGRAMS
@@ -36,6 +39,8 @@ BOB = "bob-reliability-token-51d2e8"
 SERVER_THREADS = ("runtime-job-server", "runtime-job-runner")
 """Threads of the embedded server (not the client's)."""
 
+__all__ = ["ALICE", "BOB", "SERVER_THREADS", "Collector", "wait_until"]
+
 
 @pytest.fixture(scope="session")
 def loop_thread() -> Iterator[LoopThread]:
@@ -44,15 +49,11 @@ def loop_thread() -> Iterator[LoopThread]:
     lt.close()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("reliability-data"),
-        tokens=[ALICE, BOB],
-        workers=3,
-        programs=PROGRAMS,
-    ) as srv:
-        yield srv
+server = server_fixture(
+    scope="session", name="reliability-data", tokens=[ALICE, BOB], workers=3, programs=PROGRAMS
+)
+"""This package's own server: 3 warm workers, its users and programs, and the load of its
+fault scenarios (50 streaming jobs, cut connections) kept off the default server."""
 
 
 def server_port(server: LocalRuntimeServer) -> int:
@@ -155,12 +156,3 @@ class Collector:
     def __call__(self, job_id: str, result: Any) -> None:
         with self._lock:
             self.seen.append(result)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
