@@ -83,7 +83,7 @@ from .exceptions import (
 from .job import RuntimeJob
 from .service import RuntimeService
 from .status import JOB_FINAL_STATES, JobStatus
-from .timing import Deadline, PollPolicy
+from .timing import Deadline
 
 EXIT_OK = 0
 """Success."""
@@ -886,10 +886,6 @@ def _jobs_delete(service: RuntimeService, args: argparse.Namespace, out: _Output
     return EXIT_OK
 
 
-_WATCH_POLICY = PollPolicy(initial=0.25, factor=1.5, max_interval=2.0)
-"""How often ``watch`` asks for the status; the job's stream ends the wait at once."""
-
-
 _PROGRESS = {JobStatus.INITIALIZING: 0, JobStatus.QUEUED: 1, JobStatus.VALIDATING: 2}
 """How far along each status is; running is 3 and the final statuses 4."""
 
@@ -959,33 +955,41 @@ class _Watcher:
 
 
 def _follow(job: RuntimeJob, watcher: _Watcher, deadline: Deadline) -> JobStatus:
-    """Print status changes and interim results until the job is final; return its status."""
+    """Print status changes and interim results until the job is final; return its status.
+
+    The job's own machinery does the waiting: its status callbacks report the changes (the
+    shared watcher polls them), its stream the interim results and the end, and
+    ``wait_for_final_state`` is the one wait (the same as ``result()``'s).
+    """
     status = job.status()
     watcher.status(status)
     if status in JOB_FINAL_STATES:
         return status
     decoder = _InterimAsJson if watcher.out.json_mode else _InterimForPeople
+
+    def on_status(job_id: str, changed: JobStatus, queue_position: int | None) -> None:
+        if changed not in JOB_FINAL_STATES:  # the end is printed once everything came
+            watcher.status(changed)
+
     with contextlib.suppress(RuntimeInvalidStateError):  # the job ended meanwhile
         job.stream_results(watcher.on_message, decoder=decoder)
+    job.add_status_callback(on_status)
     try:
-        intervals = _WATCH_POLICY.intervals()
-        while status not in JOB_FINAL_STATES:
-            if deadline.expired():
-                raise RuntimeJobTimeoutError(
-                    f"Timed out after {deadline.timeout} s: job {job.job_id()} is still "
-                    f"{status.name}."
-                )
-            pause = deadline.cap(intervals.next())
-            if pause > 0:
-                with contextlib.suppress(RuntimeJobTimeoutError):
-                    job.wait_for_final_state(timeout=pause)
-            status = job.status()
-            if status not in JOB_FINAL_STATES:
-                watcher.status(status)
-        # Final: let the stream deliver its last messages before the end is printed.
-        job.wait_for_final_state(timeout=deadline.remaining() or None)
+        left = deadline.remaining()
+        try:
+            if left is not None and left <= 0:
+                raise RuntimeJobTimeoutError("no time left")
+            # Final: the stream has delivered its last messages when this returns.
+            job.wait_for_final_state(timeout=left)
+        except RuntimeJobTimeoutError as err:
+            raise RuntimeJobTimeoutError(
+                f"Timed out after {deadline.timeout} s: job {job.job_id()} is still "
+                f"{job.status().name}."
+            ) from err
     finally:
+        job.remove_status_callback(on_status)
         job.cancel_result_streaming()
+    status = job.status()
     watcher.status(status)
     return status
 
