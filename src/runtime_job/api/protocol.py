@@ -7,9 +7,7 @@ websockets, and unit tests hand the job a scripted fake.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -18,35 +16,6 @@ from ..timing import Deadline
 
 if TYPE_CHECKING:
     from .models import JobResponse
-
-_CALL_DEADLINE: ContextVar[Deadline | None] = ContextVar("runtime_job_call_deadline", default=None)
-
-
-@contextlib.contextmanager
-def call_deadline(deadline: Deadline | None) -> Iterator[None]:
-    """Within the block, every API call of this thread (or task) ends by ``deadline``.
-
-    The transport shortens each request's connect and read timeouts to the time left,
-    never sleeps before a retry past it, and stops reading a response body once it passes;
-    then it raises :class:`~runtime_job.exceptions.UserTimeoutExceededError`. ``None``, or a
-    deadline without a limit, changes nothing. Blocks nest: the innermost one applies.
-
-    Args:
-        deadline: The caller's deadline (e.g. the one of ``result(timeout=...)``).
-    """
-    token = _CALL_DEADLINE.set(deadline)
-    try:
-        yield
-    finally:
-        _CALL_DEADLINE.reset(token)
-
-
-def current_call_deadline() -> Deadline | None:
-    """The deadline set by the innermost :func:`call_deadline` block, if any."""
-    deadline = _CALL_DEADLINE.get()
-    if deadline is None or deadline.remaining() is None:
-        return None
-    return deadline
 
 
 class JobApi(Protocol):
@@ -198,6 +167,4 @@ __all__ = [
     "StreamListener",
     "StreamSubscription",
     "StreamingApi",
-    "call_deadline",
-    "current_call_deadline",
 ]
