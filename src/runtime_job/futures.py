@@ -480,11 +480,13 @@ class Watcher:
                     left = idle_since + self.idle_shutdown - now
                     if left <= 0:
                         return None
-                    self._cond.wait(left)
+                    clock.wait_condition(self._cond, left)
                     continue
                 idle_since = None
-                wait = timers[0][0] - now if timers else None
-                self._cond.wait(wait)
+                if timers:
+                    clock.wait_condition(self._cond, timers[0][0] - now)
+                else:
+                    self._cond.wait()  # no timer: only new work (a notify) wakes it
 
     def _start(self, entry: _Watch) -> None:
         """Join the job's stream, or arrange polls (scheduler thread, no lock held)."""

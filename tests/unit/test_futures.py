@@ -6,8 +6,7 @@ import concurrent.futures
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +24,8 @@ from runtime_job.exceptions import (
 from runtime_job.futures import Watcher, default_watcher
 from runtime_job.job import RuntimeJob
 from runtime_job.status import JobStatus
+from tests.support.clock import FakeClock
+from tests.support.waiting import wait_until
 
 from .fakes import FakeRuntimeClient, StreamingFakeClient, params
 
@@ -43,12 +44,19 @@ def make_job(client: FakeRuntimeClient, job_id: str | None = None, **kwargs: Any
     )
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
+def callbacks_drained() -> None:
+    """Wait until every callback queued so far on the watcher's callback thread has run.
+
+    Callbacks run one at a time, in order: a marker queued now runs after all of them.
+    """
+    marker = threading.Event()
+    default_watcher().call_soon(marker.set)
+    assert marker.wait(WAIT), "the callback thread did not drain"
+
+
+def settled(fake_clock: FakeClock) -> None:
+    """Wait until the watcher's scheduler is parked on the (manual) fake clock again."""
+    wait_until(lambda: any(t > fake_clock.now for t in fake_clock.pending))
 
 
 def watcher_threads() -> list[str]:
@@ -359,7 +367,7 @@ def test_done_callback_runs_once_on_the_callback_thread() -> None:
 
     job.add_done_callback(on_done)
     assert done.wait(WAIT)
-    time.sleep(0.1)
+    callbacks_drained()
     assert len(calls) == 1
     assert calls[0][0] is job and on_callback_thread(calls[0][1]) and calls[0][2] == "foo"
 
@@ -424,7 +432,7 @@ def test_status_callbacks_see_each_transition_once_in_order() -> None:
     job.add_status_callback(recorder)
     job.result(timeout=WAIT)
     wait_until(lambda: len(recorder.calls) == 3)
-    time.sleep(0.1)
+    callbacks_drained()
     assert recorder.calls == [
         (job.job_id(), JobStatus.QUEUED, 3),
         (job.job_id(), JobStatus.RUNNING, None),
@@ -459,7 +467,7 @@ def test_status_callbacks_stay_exact_under_concurrent_refreshes() -> None:
     for thread in threads:
         thread.join(WAIT)
     wait_until(lambda: JobStatus.DONE in recorder.statuses())
-    time.sleep(0.1)
+    callbacks_drained()
     assert recorder.statuses() == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DONE]
 
 
@@ -516,12 +524,13 @@ def test_a_raising_status_callback_is_logged(caplog: pytest.LogCaptureFixture) -
         job.add_status_callback(broken)
         job.add_status_callback(recorder)
         wait_until(lambda: JobStatus.DONE in recorder.statuses())
-        time.sleep(0.05)
+        callbacks_drained()
     messages = [r.getMessage() for r in caplog.records if "status callback" in r.getMessage()]
     assert messages and all(job.job_id() in m for m in messages)
 
 
-def test_removing_the_status_callback_stops_the_polling() -> None:
+def test_removing_the_status_callback_stops_the_polling(fake_clock: FakeClock) -> None:
+    fake_clock.autoadvance = False
     client = FakeRuntimeClient()
     job = make_job(client, statuses=["RUNNING"])
     recorder = Recorder()
@@ -532,7 +541,8 @@ def test_removing_the_status_callback_stops_the_polling() -> None:
     assert not job.remove_status_callback(recorder)
     assert default_watcher().watched_count == 0
     polls = client.count("job_get")
-    time.sleep(0.3)
+    fake_clock.advance(60.0)  # a minute later: nobody polled
+    default_watcher().sync_status_tracking(job)  # any work of the scheduler is done after it
     assert client.count("job_get") == polls
 
 
@@ -550,17 +560,31 @@ def test_two_status_callbacks_removing_one_keeps_the_other() -> None:
     assert JobStatus.DONE not in first.statuses()
 
 
-def test_a_streamed_running_job_is_not_polled_for_its_status() -> None:
+def test_a_streamed_running_job_is_not_polled_for_its_status(fake_clock: FakeClock) -> None:
+    fake_clock.autoadvance = False
     client = StreamingFakeClient()
     fake = client.add_job("streamed", statuses=["QUEUED", "QUEUED", "RUNNING"])
     job = make_job(client, "streamed")
     recorder = Recorder()
     job.add_status_callback(recorder)
     # Queued: polled with the fast back-off, to learn when it runs.
-    wait_until(lambda: recorder.statuses() == [JobStatus.QUEUED, JobStatus.RUNNING])
-    # Running with an open stream: the stream tells the end, so polls come rarely.
+    while recorder.statuses() != [JobStatus.QUEUED, JobStatus.RUNNING]:
+        wait_until(
+            lambda: (
+                recorder.statuses() == [JobStatus.QUEUED, JobStatus.RUNNING]
+                or any(t > fake_clock.now for t in fake_clock.pending)
+            )
+        )
+        later = [t for t in fake_clock.pending if t > fake_clock.now]
+        if later and recorder.statuses() != [JobStatus.QUEUED, JobStatus.RUNNING]:
+            fake_clock.advance_to(min(later))
+    # Running with an open stream: the stream tells the end, so polls come rarely (the
+    # next one is the silent-stream poll, 10 s on).
+    settled(fake_clock)
     polls = client.count("job_get")
-    time.sleep(0.5)
+    assert min(t for t in fake_clock.pending if t > fake_clock.now) - fake_clock.now >= 9.9
+    fake_clock.advance(9.0)
+    settled(fake_clock)
     assert client.count("job_get") == polls
     fake.statuses, fake.step = ["COMPLETED"], 0
     client.subscriptions[0].push('"r"', seq=1, final=True, status="COMPLETED")
