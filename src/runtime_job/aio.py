@@ -62,12 +62,12 @@ async def result_async(job: RuntimeJob, timeout: float | None = None) -> Any:
         return await waiter
     try:
         return await asyncio.wait_for(waiter, timeout)
-    except TimeoutError:
+    except TimeoutError as err:
         if waiter.done() and not waiter.cancelled():
             raise  # the job's own outcome (RuntimeJobTimeoutError is a TimeoutError too)
         raise RuntimeJobTimeoutError(
             f"Timed out waiting for job to complete after {timeout} secs."
-        ) from None
+        ) from err
 
 
 async def interim_results_async(
