@@ -28,9 +28,9 @@ from runtime_job.server import LocalRuntimeServer
 from runtime_job.timing import clock
 from tests.stream.streamkit import LoopThread
 from tests.support import wait_until
+from tests.support.faultproxy import FaultProxy
 from tests.support.server import server_fixture
 
-from .faultproxy import FaultProxy
 from .programs import PROGRAMS
 
 ALICE = "alice-reliability-token-7f3a9c"
