@@ -1,18 +1,55 @@
-"""The package exports what it promises, documented, and imports without qiskit."""
+"""The package exports what it promises, documented, and imports without qiskit.
+
+The promise is the "Package root" list of ``docs/api.md``: ``runtime_job.__all__`` must be
+exactly that list, every name must import, and every class and function must have a
+docstring.
+"""
 
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import runtime_job
 
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 
-def test_all_names_exist() -> None:
-    for name in runtime_job.__all__:
-        assert hasattr(runtime_job, name), name
-    assert len(set(runtime_job.__all__)) == len(runtime_job.__all__)
+
+def documented_names() -> list[str]:
+    """The names listed under "Package root" in ``docs/api.md``, in order."""
+    text = API_DOC.read_text(encoding="utf-8")
+    start = text.index("\n## Package root\n")
+    end = text.index("\n## ", start + 1)
+    return NAME.findall(text[start:end])
+
+
+def test_all_is_exactly_the_documented_list() -> None:
+    documented = documented_names()
+    assert len(set(documented)) == len(documented), "a name is listed twice in docs/api.md"
+    assert len(set(runtime_job.__all__)) == len(runtime_job.__all__), "a name twice in __all__"
+    assert sorted(set(documented) - set(runtime_job.__all__)) == [], "documented, not exported"
+    assert sorted(set(runtime_job.__all__) - set(documented)) == [], "exported, not documented"
+
+
+def test_every_name_of_all_imports_in_a_fresh_interpreter() -> None:
+    """``from runtime_job import X`` works for each name, lazy ones included, and ``*`` too."""
+    code = (
+        "import runtime_job\n"
+        "names = list(runtime_job.__all__)\n"
+        "for name in names:\n"
+        "    exec(f'from runtime_job import {name}')\n"
+        "star = {}\n"
+        "exec('from runtime_job import *', star)\n"
+        "assert sorted(set(star) - {'__builtins__'}) == sorted(names), sorted(star)\n"
+        "print(len(names))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(len(runtime_job.__all__))
 
 
 def test_every_public_member_is_documented() -> None:
