@@ -2,7 +2,7 @@
 
 When ``RUNTIME_JOB_LOG_LEVEL`` (or the reference's ``QISKIT_IBM_RUNTIME_LOG_LEVEL``) is set,
 the ``runtime_job`` package logger gets one handler writing to standard error at that level.
-The handler carries a :class:`~runtime_job.api.session.RedactingFilter`, so no token reaches
+The handler carries a :class:`~runtime_job._redact.RedactingFilter`, so no token reaches
 the terminal. When neither variable is set, nothing is configured: the library stays quiet
 and the application's own logging setup decides.
 
@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Final
 
-from .api.session import RedactingFilter
+from ._redact import RedactingFilter
 
 LOG_LEVEL_ENV_VARS: Final = ("RUNTIME_JOB_LOG_LEVEL", "QISKIT_IBM_RUNTIME_LOG_LEVEL")
 """Environment variables naming the package log level; the first one set wins."""
@@ -58,7 +58,7 @@ def configure_from_environment(environ: Mapping[str, str] | None = None) -> logg
 
     The first non-empty variable of :data:`LOG_LEVEL_ENV_VARS` sets the level of the
     ``runtime_job`` logger and of a new ``StreamHandler`` on standard error, which carries a
-    :class:`~runtime_job.api.session.RedactingFilter`. The logger stops propagating to the
+    :class:`~runtime_job._redact.RedactingFilter`. The logger stops propagating to the
     root logger, as the reference does, so records are not printed twice when the
     application has its own handlers. An unknown level name falls back to ``WARNING`` with a
     warning record. Calling it again changes nothing once the handler is there.

@@ -449,7 +449,7 @@ def test_serve_binds_a_public_address_when_told(tmp_path: Path, flag: str) -> No
 
 
 def test_redaction_patterns_cover_headers_in_free_text() -> None:
-    from runtime_job.api.session import redact
+    from runtime_job._redact import redact
 
     secret = "abcd-SECRET-efgh"
     for text in (

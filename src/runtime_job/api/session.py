@@ -39,14 +39,12 @@ from .._version import __version__
 from ..timing import Deadline, clock
 from .body import check_head_complete, decode_json, read_body_by, read_large_body
 from .errors import (
-    LOGIN_PATH,
     closed_error,
     deadline_error,
     describe,
     failure_kind,
     http_error,
     network_error,
-    server_error_detail,
 )
 from .params import ClientParameters
 from .retry import DEFAULT_RETRY_POLICY, Attempts, RetryPolicy, parse_retry_after
@@ -527,12 +525,5 @@ __all__ = [
     "CUSTOM_HEADER_ENV_VARS",
     "IDEMPOTENCY_KEY_HEADER",
     "IDEMPOTENCY_SUPPORTED_HEADER",
-    "LOGIN_PATH",
     "HttpSession",
-    "RedactingFilter",
-    "RetryPolicy",
-    "decode_json",
-    "redact",
-    "scrub_url",
-    "server_error_detail",
 ]
