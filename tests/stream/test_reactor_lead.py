@@ -827,13 +827,13 @@ def test_sigint_during_a_callback_waits_for_the_end_of_the_turn() -> None:
 # -- the stream hub ------------------------------------------------------------------------------
 
 
-def test_serve_until_delivers_the_final_frame_on_the_serving_thread(
+def test_wait_delivers_the_final_frame_on_the_waiting_thread(
     server: WsServer,
     params: ClientParameters,
     hub: StreamHub,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A thread in ``serve_until`` reads the final frame: an inline listener gets it there."""
+    """A thread in ``wait`` leads and reads the final frame: an inline listener gets it there."""
     monkeypatch.setattr(lease, "GRANT_TIMEOUT", 30.0)
     server.add_job("lead")  # the final frame comes only once the test thread leads
     rec = InlineRecorder()
@@ -846,7 +846,7 @@ def test_serve_until_delivers_the_final_frame_on_the_serving_thread(
             server.finish("lead", result="R")
         return any(frame.final for frame in rec.frames)
 
-    assert handle.serve_until(until, 30.0) is True
+    assert handle.wait(until, 30.0) is True
     assert rec.payloads == ["R"]
     assert rec.threads == {threading.current_thread().name}
     assert rec.threads != {"runtime-job-stream-io"}

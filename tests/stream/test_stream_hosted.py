@@ -73,7 +73,7 @@ def test_the_serving_thread_delivers_the_final_frame_itself_and_returns_before_t
     sub, rec = _subscribe_after_interims(server, params, hub, "host1")
     me = threading.current_thread().name
 
-    assert sub.serve_until(_finish_on_first_call(server, "host1", rec), 10)
+    assert sub.wait(_finish_on_first_call(server, "host1", rec), 10)
 
     assert rec.payloads == ["a", "b", "R"]
     assert rec.calls[2] == ("R", me)
@@ -113,7 +113,7 @@ def test_an_interrupted_serving_thread_hands_the_delivery_to_a_dispatcher(
 
     monkeypatch.setattr(reactor_mod.Reactor, "lead", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        sub.serve_until(_finish_on_first_call(server, "host3", rec), 10)
+        sub.wait(_finish_on_first_call(server, "host3", rec), 10)
 
     rec.wait()
     assert rec.payloads == ["a", "b", "R"]
@@ -134,8 +134,7 @@ def test_every_message_is_delivered_once_whoever_reads_the_final_frame(
         else:
             until = _finish_on_first_call(server, job_id, rec)
         while "R" not in rec.payloads:
-            if not sub.serve_until(until, 10):
-                rec.ended.wait(0.05)
+            sub.wait(until, 10)
         rec.wait()
         assert rec.payloads == ["a", "b", "R"], round_
         assert [c[0] for c in rec.calls] == ["a", "b", "R", "<end>"], round_
@@ -159,7 +158,7 @@ def test_the_close_read_with_the_final_frame_is_answered_after_the_waiting_threa
     rec = InlineRecorder()  # no callback, as the stream of result() has
     sub = hub.subscribe(job_id="close1", url=server.url("close1"), params=params, listener=rec)
 
-    assert sub.serve_until(_finish_on_first_call(server, "close1", rec), 10)
+    assert sub.wait(_finish_on_first_call(server, "close1", rec), 10)
     assert rec.payloads == ["R"]
     rec.wait()
     assert rec.ends == [(StreamEnd.COMPLETED, None)]

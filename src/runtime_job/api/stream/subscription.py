@@ -108,17 +108,6 @@ class StreamHandle:
         """Make the threads in :meth:`wait` check their ``until`` again now (any thread)."""
         waiting.wake(self._stream)
 
-    def serve_until(self, until: Callable[[], bool], timeout: float) -> bool:
-        """Lead the hub's reactor while waiting for ``until()``, if it lets this thread.
-
-        Kept for callers not yet using :meth:`wait` (which also parks when it cannot lead).
-
-        Returns:
-            ``False`` at once when the hub cannot lend its loop now (the caller waits its
-            own way), ``True`` after serving.
-        """
-        return waiting.lead(self._stream, until, timeout)
-
     def __repr__(self) -> str:
         state = "active" if self.active else f"ended={self._stream.end}"
         return f"<StreamHandle job={self.job_id} {state}>"

@@ -47,17 +47,20 @@ def wait(stream: Stream, until: Callable[[], bool], timeout: float) -> bool:
     Raises:
         KeyboardInterrupt: ``Ctrl-C`` arrived while the main thread was leading.
     """
-    if until():
-        return True
     end = time.monotonic() + max(0.0, timeout)
     while True:
+        # Lead first, check after: a thread that leads is the one that reads what it
+        # waits for (and hosts a callback stream's last deliveries).
         left = end - time.monotonic()
-        if left <= 0:
-            return until()
-        if stream.end is None and lead(stream, until, left):
+        if stream.end is None and left > 0 and lead(stream, until, left):
             if until():
                 return True
             continue
+        if until():
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
         if _park(stream, until, min(left, PARK_CHECK)):
             return True
 
