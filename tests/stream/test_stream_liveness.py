@@ -27,8 +27,9 @@ from runtime_job.api.stream import (
     StreamHub,
 )
 from runtime_job.server import LocalRuntimeServer
+from tests.support.faultproxy import TcpProxy
 
-from .streamkit import LoopThread, Recorder, TcpProxy, WsServer
+from .streamkit import LoopThread, Recorder, WsServer
 
 MESSAGES = [f"m{i}" for i in range(1, 21)]
 
