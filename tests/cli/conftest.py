@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from runtime_job import RuntimeService
 from runtime_job.server import LocalRuntimeServer
+from tests.support import wait_until
 from tests.support.server import CLI_LISTER, CLI_MAIN, CLI_STRANGER, leftovers_cancelled
 
 MAIN = CLI_MAIN
@@ -149,10 +149,9 @@ def failed_job(service: RuntimeService) -> str:
 
 def wait_running(service: RuntimeService, job_id: str, timeout: float = 20) -> None:
     """Wait until the job runs."""
-    deadline = time.monotonic() + timeout
-    while service.job(job_id).status().name != "RUNNING":
-        assert time.monotonic() < deadline, f"job {job_id} never ran"
-        time.sleep(0.02)
+    wait_until(
+        lambda: service.job(job_id).status().name == "RUNNING", timeout, what=f"job {job_id} to run"
+    )
 
 
 _cancel_leftovers = leftovers_cancelled(MAIN, LISTER, STRANGER)

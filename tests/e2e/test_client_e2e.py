@@ -23,6 +23,7 @@ from runtime_job.exceptions import (
     RuntimeProgramNotFound,
 )
 from runtime_job.server import LocalRuntimeServer
+from tests.support import wait_until
 
 from .conftest import TOKEN
 
@@ -107,10 +108,7 @@ def test_max_execution_time(service: RuntimeService) -> None:
 
 def test_cancel_running_job(service: RuntimeService) -> None:
     job = service.run("sleep", inputs={"seconds": 30})
-    deadline = time.monotonic() + 20
-    while job.status() is not JobStatus.RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: job.status() is JobStatus.RUNNING, 20, what="the job to run")
     job.cancel()
     assert job.status() is JobStatus.CANCELLED and job.cancelled()
     assert service.job(job.job_id()).status() is JobStatus.CANCELLED
@@ -240,14 +238,13 @@ def test_wrong_token_is_not_authorized(server: LocalRuntimeServer) -> None:
 def test_cancel_result_streaming_stops_callbacks(service: RuntimeService) -> None:
     recorder = Recorder()
     job = service.run("stream", inputs={"count": 200, "interval": 0.01}, callback=recorder)
-    deadline = time.monotonic() + 20
-    while len(recorder.seen) < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    wait_until(lambda: len(recorder.seen) >= 3, 20, what="3 interim results")
     job.cancel_result_streaming()
     assert not job._is_streaming()
     count = len(recorder.seen)
-    time.sleep(0.2)
+    # The job goes on publishing: once the server holds 10 more, a live stream would have
+    # delivered some of them.
+    wait_until(lambda: len(job.interim_results()) >= count + 10, 20, what="10 more published")
     assert len(recorder.seen) == count < 200
     job.cancel_result_streaming()  # nothing streaming: no error
     job.cancel()

@@ -7,12 +7,12 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from runtime_job import JobStatus, RuntimeService
 from runtime_job.exceptions import RuntimeJobFailureError, RuntimeJobTimeoutError
 from runtime_job.futures import default_watcher
+from tests.support import callbacks_drained, wait_until
 
 WAIT = 60.0
 CLIENT_THREADS = ("runtime-job-watch", "runtime-job-callbacks", "runtime-job-stream")
@@ -20,13 +20,6 @@ CLIENT_THREADS = ("runtime-job-watch", "runtime-job-callbacks", "runtime-job-str
 
 def client_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(CLIENT_THREADS)]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_as_completed_over_200_jobs_with_a_few_threads(service: RuntimeService) -> None:
@@ -78,7 +71,7 @@ def test_done_callbacks_run_once_when_jobs_end(service: RuntimeService) -> None:
     for job in jobs:
         job.add_done_callback(on_done)
     assert all_done.wait(WAIT)
-    time.sleep(0.1)
+    callbacks_drained(jobs[0])  # a second call of any callback would have come by now
     assert sorted(job_id for job_id, _ in seen) == sorted(job.job_id() for job in jobs)
     threads = {thread for _, thread in seen}
     assert len(threads) == 1 and threads.pop().startswith("runtime-job-callbacks-")
@@ -90,8 +83,8 @@ def test_status_callbacks_see_queued_running_done_once(service: RuntimeService) 
     calls: list[tuple[str, JobStatus, int | None]] = []
     job.add_status_callback(lambda *args: calls.append(args))
     assert job.result(timeout=WAIT) == {"slept": 0.5}
-    wait_until(lambda: bool(calls) and calls[-1][1] is JobStatus.DONE)
-    time.sleep(0.1)
+    wait_until(lambda: bool(calls) and calls[-1][1] is JobStatus.DONE, what="DONE told")
+    callbacks_drained(job)  # a repeated status would have been told by now
     assert [status for _, status, _ in calls] == [
         JobStatus.QUEUED,
         JobStatus.RUNNING,

@@ -8,6 +8,6 @@
 from __future__ import annotations
 
 from .clock import FakeClock
-from .waiting import wait_for_event, wait_until
+from .waiting import callbacks_drained, wait_for_event, wait_until
 
-__all__ = ["FakeClock", "wait_for_event", "wait_until"]
+__all__ = ["FakeClock", "callbacks_drained", "wait_for_event", "wait_until"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -65,3 +65,15 @@ def wait_for_event(
     """Wait for ``event`` (no polling); fail naming ``what`` if it is not set in time."""
     if not event.wait(timeout):
         raise AssertionError(f"timed out after {timeout:g} s waiting for {what or 'an event'}")
+
+
+def callbacks_drained(job: Any, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Wait until the callbacks queued for ``job`` before now have run.
+
+    ``add_done_callback`` runs a callback after those queued before it, on the same thread,
+    so a last done callback on a final job is a barrier: once it ran, any callback (or
+    duplicate) queued earlier has been delivered. ``job`` must be final.
+    """
+    ran = threading.Event()
+    job.add_done_callback(lambda _job: ran.set())
+    wait_for_event(ran, timeout, f"the callbacks of job {job.job_id()} to drain")
