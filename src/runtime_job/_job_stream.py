@@ -70,7 +70,7 @@ DELIVERY_THREADS: Final = 3
 _DELIVERY_IDLE = 1.0
 _DELIVERY_BATCH = 64
 """Items one job delivers per turn before letting other jobs go first."""
-_HISTORY_MAX_CHARS = 16 * 1024 * 1024
+_HISTORY_MAX_CHARS = 4 * 1024 * 1024
 """The interim frames of the open subscription are kept (for consumers that join late and
 want them from the job's start) up to this many characters; beyond, they are dropped."""
 _EXTERNAL_REF_MAX_CHARS = 64 * 1024

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from runtime_job import codec
+from runtime_job._job_stream import core_of
 from runtime_job.api.protocol import StreamEnd
 from runtime_job.backend import Backend, IBMRetiredBackend
 from runtime_job.decoders import LenientResultDecoder, ResultDecoder
@@ -405,6 +406,42 @@ def test_known_inputs_need_no_request() -> None:
     assert client.calls == []
 
 
+def test_listed_params_are_decoded_on_first_use_only() -> None:
+    client = FakeRuntimeClient()
+    job = make_job(client, listed_params='{"a": {"__type__": "complex", "__value__": [1, 2]}}')
+    assert job.inputs == {"a": complex(1, 2)}
+    assert client.calls == []
+
+
+def test_the_constructor_streams_with_the_given_callback_policy() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["COMPLETED"])
+
+    def callback(job_id: str, result: Any) -> None:
+        raise ValueError("bad callback")
+
+    job = make_job(client, "j", user_callback=callback, callback_errors="raise")
+    assert client.count("job_get") == 0  # streams at once, without asking the status
+    client.subscriptions[0].push("1")
+    delivered(job)
+    with pytest.raises(IBMRuntimeError, match="bad callback"):
+        job.result(timeout=5)
+    with pytest.raises(IBMInputValueError, match="callback_errors"):
+        make_job(client, "j", callback_errors="ignore")
+
+
+def test_result_passes_its_deadline_to_every_request(fake_clock: FakeClock) -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["RUNNING", "COMPLETED"])
+    make_job(client, "j").result(timeout=30)
+    assert client.deadlines and all(d is not None for _, d in client.deadlines)
+    assert {call for call, _ in client.deadlines} == {"fetch_job", "job_results"}
+    client.deadlines.clear()
+    client.add_job("k", statuses=["COMPLETED"])
+    make_job(client, "k").result()  # no timeout: nothing to bound
+    assert client.deadlines and all(d is None for _, d in client.deadlines)
+
+
 def test_backend_lookup_and_placeholder() -> None:
     client = FakeRuntimeClient()
     client.add_job("j", backend="fake_backend")
@@ -706,3 +743,49 @@ def test_result_returns_once_the_final_callback_ran_not_waiting_for_the_stream_e
         thread.join(10)
     assert ended_first == [False]
     assert seen == [("j", "final")]
+
+
+def test_a_late_consumer_shares_the_subscription_and_gets_the_earlier_messages() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"])
+    first, first_cb = collect()
+    job = make_job(client, "j", user_callback=first_cb)
+    sub = client.subscriptions[0]
+    sub.push("1", seq=1)
+    sub.push("2", seq=2)
+    delivered(job)
+    future = job.to_future()  # the watcher joins the same subscription
+    wait_until(lambda: len(core_of(job).stream.consumers(object)) == 2)
+    job.cancel_result_streaming()
+    assert not sub.cancelled  # the future still uses it
+    second, second_cb = collect()
+    job.stream_results(second_cb)  # replays what the subscription had
+    sub.push("3", seq=3)
+    sub.push('"r"', seq=4, final=True, status="COMPLETED")
+    sub.end()
+    assert future.result(timeout=10) == "r"
+    delivered(job)
+    assert client.count("open_stream") == 1
+    assert [v for _, v in first] == [1, 2]
+    assert [v for _, v in second] == [1, 2, 3, "r"]
+
+
+def test_result_inside_a_callback_does_not_wait_for_that_callback() -> None:
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["RUNNING"], result='"from rest"')
+    inner: list[Any] = []
+    job_box: list[RuntimeJob] = []
+
+    def callback(job_id: str, value: Any) -> None:
+        inner.append(job_box[0].result(timeout=10))
+
+    job = make_job(client, "j", user_callback=callback)
+    job_box.append(job)
+    sub = client.subscriptions[0]
+    sub.push("1", seq=1)  # its callback waits in result() for the job's end
+    wait_until(lambda: sub.waiting)
+    sub.push('"r"', seq=2, final=True, status="COMPLETED")
+    sub.end()
+    assert job.result(timeout=10) == "r"
+    assert inner == ["r", "r"]  # from the interim callback, then from the final one
+    assert client.count("job_results") == 0
