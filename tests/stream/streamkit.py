@@ -152,6 +152,7 @@ class Job:
     client_close_codes: list[int | None] = field(default_factory=list)
     plain_cursor: int = 0
     ignore_pings: bool = False
+    pings: int = 0
     connections_open: int = 0
     _changed: asyncio.Event | None = None
 
@@ -453,8 +454,10 @@ class WsServer:
                 mask = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
                 data = await reader.readexactly(n)
                 payload = bytes(c ^ mask[i % 4] for i, c in enumerate(data))
-                if opcode == 0x9 and not job.ignore_pings:
-                    writer.write(frame(0xA, payload))
+                if opcode == 0x9:
+                    job.pings += 1
+                    if not job.ignore_pings:
+                        writer.write(frame(0xA, payload))
                 elif opcode == 0x8:
                     code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
                     job.client_close_codes.append(code)

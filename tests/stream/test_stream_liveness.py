@@ -28,6 +28,7 @@ from runtime_job.api.stream import (
 )
 from runtime_job.server import LocalRuntimeServer
 from tests.support.faultproxy import TcpProxy
+from tests.support.waiting import wait_until
 
 from .streamkit import LoopThread, Recorder, WsServer
 
@@ -89,11 +90,8 @@ def test_a_connection_silent_between_frames_is_replaced_after_an_unanswered_ping
         rec = Recorder()
         started = time.monotonic()
         hub.subscribe(job_id="idle", url=server.url("idle"), params=params, listener=rec)
-        deadline = time.monotonic() + 10
-        while len(job.attempts) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(job.attempts) >= 2, 10, "a second connection")
         elapsed = time.monotonic() - started
-        assert len(job.attempts) >= 2
         assert 0.5 <= elapsed < 3.0, elapsed  # ping_interval + ping_timeout, then backoff
         server.finish("idle", result="R")
         rec.wait(10)
@@ -118,13 +116,13 @@ def test_a_busy_connection_is_never_pinged(server: WsServer, params: ClientParam
         thread = threading.Thread(target=publish)
         thread.start()
         try:
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline:
-                time.sleep(0.05)
+            # 20 messages 0.1 s apart: 2 s, several ping_interval + ping_timeout periods.
+            wait_until(lambda: len(rec.frames) >= 20, 10, "20 messages")
         finally:
             stop.set()
             thread.join(5)
         assert len(job.attempts) == 1  # never replaced
+        assert job.pings == 0  # nor pinged: data kept coming
         server.finish("busy", result="R")
         rec.wait(10)
     assert rec.ends == [(StreamEnd.COMPLETED, None)]
