@@ -29,12 +29,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -198,7 +198,8 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 def _is_legacy(path: str) -> bool:
-    return path == "/api" or path.startswith("/api/")
+    # /api/v1 is the platform dialect's quantum API (server/platform.py), not the login API.
+    return path == "/api" or (path.startswith("/api/") and not path.startswith("/api/v1/"))
 
 
 class _Guard:
@@ -308,7 +309,7 @@ def _parse_time(value: str, name: str) -> str:
 
 
 def create_app(
-    ctx: AppContext, *, streams: bool = True
+    ctx: AppContext, *, streams: bool = True, routers: Sequence[APIRouter] = ()
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """Build the ASGI application serving ``ctx``.
 
@@ -316,6 +317,8 @@ def create_app(
         ctx: The server's components.
         streams: Serve ``/stream/jobs/{id}``. When false, each stream is accepted and at
             once closed normally, with nothing sent (see :data:`STREAMS_OFF_REASON`).
+        routers: More routes on the same components (the platform dialect's, built by
+            ``server.platform.platform_router``), served beside these.
 
     Returns:
         The ASGI application (FastAPI wrapped in the size/header guard).
@@ -643,6 +646,8 @@ def create_app(
         else:
             await _deny(websocket, 404, "NOT_FOUND", "Not Found")
 
+    for router in routers:
+        app.include_router(router)
     app.router.default = no_route
     return _Guard(app, ctx.max_body)
 

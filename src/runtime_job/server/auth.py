@@ -101,6 +101,10 @@ class Authenticator:
         self._access[digest] = (user, created + self.ttl)
         return access
 
+    def user_for_api_token(self, token: str) -> str | None:
+        """The user of an API token (not an access token), or ``None``: the IAM's API keys."""
+        return self._api.get(token_digest(token)) if token else None
+
     def user_for_token(self, token: str) -> str | None:
         """The user an API token or unexpired access token belongs to, or ``None``."""
         if not token:

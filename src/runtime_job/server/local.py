@@ -38,6 +38,7 @@ from . import config as limits
 from .app import AppContext, Notifier, StreamHub, create_app
 from .auth import Authenticator
 from .paths import DataDir
+from .platform import platform_router
 from .programs import ProgramLike, ProgramRegistry
 from .runner import Runner
 from .store import Store
@@ -445,7 +446,7 @@ class LocalRuntimeServer:
         ctx = AppContext(store=store, auth=auth, programs=self.programs, runner=runner, hub=hub)
         if self.max_body is not None:
             ctx.max_body = self.max_body
-        app = create_app(ctx, streams=self.streams)
+        app = create_app(ctx, streams=self.streams, routers=[platform_router(ctx)])
         self._socket = sock = self._bind()
         port = sock.getsockname()[1]
         scheme = "https" if self.tls_cert else "http"

@@ -233,6 +233,8 @@ class NewJob:
         cost: Maximum execution time in seconds, if given.
         log_level: Log level, if given.
         start_session: Whether the job starts a session.
+        instance: The platform instance (CRN) of a job submitted on ``/api/v1``.
+        estimated_seconds: The platform's ``estimated_running_time_seconds``.
     """
 
     id: str
@@ -249,6 +251,8 @@ class NewJob:
     cost: int | None = None
     log_level: str | None = None
     start_session: bool = False
+    instance: str | None = None
+    estimated_seconds: float | None = None
 
 
 @dataclass
@@ -449,6 +453,7 @@ class Store:
             columns = {row[1] for row in tx.conn.execute("PRAGMA table_info(jobs)")}
             if "qiskit_version" not in columns:
                 tx.conn.execute("ALTER TABLE jobs ADD COLUMN qiskit_version TEXT")
+            _platform_schema(tx.conn)
             tx.conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -612,8 +617,9 @@ class Store:
                 )
             tx.conn.execute(
                 "INSERT INTO jobs(id, user_id, program_id, backend, params, status, created, "
-                "created_ts, session_id, tags, hub, grp, project, runtime, cost, log_level) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_ts, session_id, tags, hub, grp, project, runtime, cost, log_level, "
+                "instance, est_seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.id,
                     job.user_id,
@@ -631,6 +637,8 @@ class Store:
                     job.runtime,
                     job.cost,
                     job.log_level,
+                    job.instance,
+                    job.estimated_seconds,
                 ),
             )
             tx.conn.executemany(
@@ -1160,3 +1168,251 @@ __all__ = [
     "iso_utc",
     "storable",
 ]
+
+
+# -- platform dialect (issue 21): instances, estimates, tags, sessions, token signing ---------
+#
+# The ``/api/v1`` routes (server/platform.py) run on the same tables as the 2023 routes: a
+# platform job is a row of ``jobs`` with its instance (CRN) and estimate set, a platform
+# session a row of ``sessions`` with its mode, backend and ``accepting`` flag. The columns are
+# added here, on open, to any database that lacks them (the one migration of the dialect).
+
+_PLATFORM_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "jobs": (("instance", "TEXT"), ("est_seconds", "REAL")),
+    "sessions": (
+        ("instance", "TEXT"),
+        ("mode", "TEXT"),
+        ("backend", "TEXT"),
+        ("max_ttl", "INTEGER"),
+        ("accepting", "INTEGER NOT NULL DEFAULT 1"),
+        ("cancelled", "REAL"),
+    ),
+}
+_SIGNING_KEY = "platform_signing_key"
+
+
+def _platform_schema(conn: sqlite3.Connection) -> None:
+    """Add the platform dialect's columns to a database that lacks them (idempotent)."""
+    for table, columns in _PLATFORM_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_instance ON jobs(user_id, instance, num)")
+
+
+def platform_signing_key(store: Store) -> bytes:
+    """The key that signs this server's IAM tokens, made (256 random bits) on first use.
+
+    Kept in the database so that tokens stay valid across a restart, as IBM's do.
+    """
+    import secrets
+
+    with store.write() as tx:
+        row = tx.conn.execute("SELECT value FROM meta WHERE key = ?", (_SIGNING_KEY,)).fetchone()
+        if row is None:
+            value = secrets.token_hex(32)
+            tx.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (_SIGNING_KEY, value))
+        else:
+            value = str(row[0])
+    return bytes.fromhex(value)
+
+
+def job_platform_fields(store: Store, job_id: str) -> tuple[str | None, float | None]:
+    """``(instance CRN, estimated seconds)`` of a job (``None`` for 2023-route jobs)."""
+    row = (
+        store._conn()
+        .execute("SELECT instance, est_seconds FROM jobs WHERE id = ?", (job_id,))
+        .fetchone()
+    )
+    if row is None:
+        return None, None
+    return row[0], (None if row[1] is None else float(row[1]))
+
+
+def _instance_clause(instance: str, with_unscoped: bool) -> str:
+    return "(instance = ? OR instance IS NULL)" if with_unscoped else "instance = ?"
+
+
+def platform_job_page(
+    store: Store,
+    user_id: str,
+    instance: str,
+    with_unscoped: bool,
+    flt: JobFilter,
+    limit: int,
+    offset: int,
+) -> tuple[list[tuple[JobRecord, float | None]], int]:
+    """One page of a user's jobs of one instance, and how many match (limit and offset aside).
+
+    Args:
+        store: The store.
+        user_id: The owner.
+        instance: The instance CRN.
+        with_unscoped: Whether jobs submitted on the 2023 routes (no instance) belong here
+            (the user's default instance).
+        flt: The listing's filters.
+        limit: Most jobs on the page.
+        offset: Matching jobs to skip.
+
+    Returns:
+        ``([(job, estimated seconds), ...], count)``.
+    """
+    clause, args = _job_where(user_id, flt)
+    clause += " AND " + _instance_clause(instance, with_unscoped)
+    args.append(instance)
+    order = "ASC" if flt.ascending else "DESC"
+    width = _JOB_COLUMNS.count(",") + 1
+    with store.read() as conn:
+        count = int(conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {clause}", args).fetchone()[0])
+        rows = conn.execute(
+            f"SELECT {_JOB_COLUMNS}, est_seconds FROM jobs WHERE {clause} "
+            f"ORDER BY num {order} LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+    page = [
+        (JobRecord.from_row(row[:width]), None if row[width] is None else float(row[width]))
+        for row in rows
+    ]
+    return page, count
+
+
+def set_job_tags(store: Store, job_id: str, user_id: str, tags: Sequence[str]) -> bool:
+    """Replace a job's tags (a set: duplicates dropped, order kept); false if no such job."""
+    unique = list(dict.fromkeys(tags))
+    with store.write() as tx:
+        cur = tx.conn.execute(
+            "UPDATE jobs SET tags = ? WHERE id = ? AND user_id = ?",
+            (json.dumps(unique), job_id, user_id),
+        )
+        if cur.rowcount != 1:
+            return False
+        tx.conn.execute("DELETE FROM job_tags WHERE job_id = ?", (job_id,))
+        tx.conn.executemany(
+            "INSERT OR IGNORE INTO job_tags(job_id, tag) VALUES (?, ?)",
+            [(job_id, tag) for tag in unique],
+        )
+    return True
+
+
+def instance_usage_seconds(store: Store, user_id: str, instance: str, with_unscoped: bool) -> float:
+    """Seconds the finished jobs of an instance ran (its consumed usage)."""
+    clause = "user_id = ? AND usage IS NOT NULL AND " + _instance_clause(instance, with_unscoped)
+    row = (
+        store._conn()
+        .execute(f"SELECT COALESCE(SUM(usage), 0) FROM jobs WHERE {clause}", (user_id, instance))
+        .fetchone()
+    )
+    return float(row[0])
+
+
+@dataclass
+class PlatformSession:
+    """A session or batch of the platform dialect (a row of ``sessions``).
+
+    Attributes:
+        id: Session id.
+        user_id: Owner.
+        instance: Instance CRN.
+        mode: ``dedicated`` or ``batch``.
+        backend: Backend name.
+        max_ttl: Seconds the session may last, counted from its creation.
+        created: Creation time, epoch seconds.
+        closed: When it stopped accepting jobs (closed or cancelled), if it did.
+        accepting: Whether it accepts new jobs.
+        cancelled: When it was cancelled, if it was.
+    """
+
+    id: str
+    user_id: str
+    instance: str | None
+    mode: str | None
+    backend: str | None
+    max_ttl: int | None
+    created: float
+    closed: float | None
+    accepting: bool
+    cancelled: float | None
+
+
+_SESSION_COLUMNS = (
+    "id, user_id, instance, mode, backend, max_ttl, created, closed, accepting, cancelled"
+)
+
+
+def create_platform_session(store: Store, session: PlatformSession) -> None:
+    """Store a new session (its id must be new)."""
+    with store.write() as tx:
+        tx.conn.execute(
+            f"INSERT INTO sessions({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session.id,
+                session.user_id,
+                session.instance,
+                session.mode,
+                session.backend,
+                session.max_ttl,
+                session.created,
+                session.closed,
+                1 if session.accepting else 0,
+                session.cancelled,
+            ),
+        )
+
+
+def get_platform_session(store: Store, session_id: str, user_id: str) -> PlatformSession | None:
+    """A user's session by id, or ``None``."""
+    row = (
+        store._conn()
+        .execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ? AND user_id = ?",
+            (session_id, user_id),
+        )
+        .fetchone()
+    )
+    if row is None:
+        return None
+    values = list(row)
+    values[8] = bool(values[8])
+    return PlatformSession(*values)
+
+
+def close_platform_session(
+    store: Store, session_id: str, user_id: str, now: float, cancel: bool
+) -> bool:
+    """Stop a session accepting jobs (and mark it cancelled when ``cancel``); false if the
+    user has no such session. Its jobs are left to the caller (the runner cancels them)."""
+    with store.write() as tx:
+        cur = tx.conn.execute(
+            "UPDATE sessions SET accepting = 0, closed = COALESCE(closed, ?), "
+            "cancelled = CASE WHEN ? THEN COALESCE(cancelled, ?) ELSE cancelled END "
+            "WHERE id = ? AND user_id = ?",
+            (now, 1 if cancel else 0, now, session_id, user_id),
+        )
+        return cur.rowcount == 1
+
+
+def session_activity(store: Store, session_id: str, user_id: str) -> dict[str, Any]:
+    """What a session's jobs did: ``active`` job ids (queued or running), ``jobs`` (count),
+    ``first_running``, ``last_running`` and ``last_finished`` (epoch seconds or ``None``)."""
+    with store.read() as conn:
+        active = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT id FROM jobs WHERE session_id = ? AND user_id = ? AND status IN (?, ?) "
+                "ORDER BY num",
+                (session_id, user_id, *ACTIVE_STATES),
+            )
+        ]
+        row = conn.execute(
+            "SELECT COUNT(*), MIN(running_ts), MAX(running_ts), MAX(finished_ts) FROM jobs "
+            "WHERE session_id = ? AND user_id = ?",
+            (session_id, user_id),
+        ).fetchone()
+    return {
+        "active": active,
+        "jobs": int(row[0]),
+        "first_running": row[1],
+        "last_running": row[2],
+        "last_finished": row[3],
+    }
