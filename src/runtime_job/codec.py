@@ -64,6 +64,7 @@ from typing import Any, Final, Literal, Protocol
 import numpy as np
 
 from runtime_job.exceptions import ResultDecodingError
+from runtime_job.v2 import V2_TAGS, V2Builder, is_extrapolator_name
 
 logger = logging.getLogger(__name__)
 
@@ -514,15 +515,24 @@ def _npy_b64(backend: _Backend, array: np.ndarray[Any, Any]) -> str:
     return _b64_text(backend, sink.finish())
 
 
-def _qpy_bytes(program: Any) -> bytes:
+PLATFORM_QPY_VERSION: Final[int] = 17
+"""The highest QPY format version IBM Quantum Platform accepts (``platform.md`` 5.3)."""
+
+
+def _qpy_bytes(program: Any, version: int | None = None) -> bytes:
     """QPY of ``program``; circuit ``metadata`` goes through :class:`RuntimeEncoder`.
 
     As in the reference, so metadata holding numpy values (or anything else the codec can
-    encode) does not stop a circuit from being sent.
+    encode) does not stop a circuit from being sent. ``version`` caps the QPY format version
+    (the installed qiskit's current one when lower); ``None`` writes the current one.
     """
     qpy = importlib.import_module("qiskit.qpy")
     buffer = io.BytesIO()
-    qpy.dump(program, buffer, metadata_serializer=RuntimeEncoder)
+    if version is None:
+        qpy.dump(program, buffer, metadata_serializer=RuntimeEncoder)
+    else:
+        version = min(version, int(getattr(qpy, "QPY_VERSION", version)))
+        qpy.dump(program, buffer, metadata_serializer=RuntimeEncoder, version=version)
     return buffer.getvalue()
 
 
@@ -564,22 +574,23 @@ def _encode_qiskit(encoder: RuntimeEncoder, obj: Any) -> dict[str, Any] | None:
     from qiskit.circuit import Instruction, Parameter, ParameterExpression, QuantumCircuit
 
     backend = encoder._backend
+    version = encoder._qpy_version
     if isinstance(obj, QuantumCircuit):
-        value = _b64_text(backend, _deflate(backend, _qpy_bytes(obj)))
+        value = _b64_text(backend, _deflate(backend, _qpy_bytes(obj, version)))
         return {"__type__": "QuantumCircuit", "__value__": value}
     if isinstance(obj, Parameter):
         name = obj.name.encode("utf-8")
         record = _PARAMETER_RECORD.pack(len(name), _parameter_uuid(obj).bytes) + name
         return {"__type__": "Parameter", "__value__": _b64_text(backend, record)}
     if isinstance(obj, ParameterExpression):
-        value = _b64_text(backend, _qpy_bytes(_wrap_value_in_circuit(obj)))
+        value = _b64_text(backend, _qpy_bytes(_wrap_value_in_circuit(obj), version))
         return {"__type__": "ParameterExpression", "__value__": value}
     if isinstance(obj, Instruction):
         from qiskit.circuit import QuantumCircuit as Circuit
 
         circuit = Circuit(obj.num_qubits, obj.num_clbits)
         circuit.append(obj, list(range(obj.num_qubits)), list(range(obj.num_clbits)))
-        value = _b64_text(backend, _deflate(backend, _qpy_bytes(circuit)))
+        value = _b64_text(backend, _deflate(backend, _qpy_bytes(circuit, version)))
         return {"__type__": "Instruction", "__value__": value}
     return None
 
@@ -596,12 +607,17 @@ class RuntimeEncoder(json.JSONEncoder):
     Args:
         *args: Passed to :class:`json.JSONEncoder`.
         accelerated: Use the optional accelerator packages (``isal``) when installed.
+        qpy_version: Cap on the QPY format version of circuits (``None``: the installed
+            qiskit's current one; :data:`PLATFORM_QPY_VERSION` for IBM Quantum Platform).
         **kwargs: Passed to :class:`json.JSONEncoder`.
     """
 
-    def __init__(self, *args: Any, accelerated: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, accelerated: bool = True, qpy_version: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._backend = _backend(accelerated)
+        self._qpy_version = qpy_version
 
     def iterencode(self, o: Any, _one_shot: bool = False) -> Any:
         """Encode ``o`` piece by piece, after flagging dicts that have int keys.
@@ -705,8 +721,8 @@ class _SplicingEncoder(RuntimeEncoder):
     values are put back in one final join, which saves two copies of every large array.
     """
 
-    def __init__(self, accelerated: bool) -> None:
-        super().__init__(accelerated=accelerated, ensure_ascii=True)
+    def __init__(self, accelerated: bool, qpy_version: int | None = None) -> None:
+        super().__init__(accelerated=accelerated, qpy_version=qpy_version, ensure_ascii=True)
         self._nonce = uuid.uuid4().hex
         self._blobs: list[tuple[str, str]] = []
 
@@ -735,12 +751,13 @@ class _SplicingEncoder(RuntimeEncoder):
         return "".join(parts)
 
 
-def dumps(obj: Any, *, accelerated: bool = True) -> str:
+def dumps(obj: Any, *, accelerated: bool = True, qpy_version: int | None = None) -> str:
     """Serialise ``obj`` to JSON text with the runtime type tags (the library's fast path).
 
     Args:
         obj: Anything :class:`RuntimeEncoder` can encode.
         accelerated: Use the optional accelerator packages when installed.
+        qpy_version: Cap on the QPY format version of circuits (``None``: current).
 
     Returns:
         The JSON text.
@@ -750,7 +767,7 @@ def dumps(obj: Any, *, accelerated: bool = True) -> str:
         ValueError: A value cannot be written (for example an array of Python objects inside
             a structured dtype).
     """
-    encoder = _SplicingEncoder(accelerated)
+    encoder = _SplicingEncoder(accelerated, qpy_version)
     return encoder.splice(encoder.encode(obj))
 
 
@@ -1146,6 +1163,15 @@ def _as_text(piece: str | bytes) -> str:
     return piece if isinstance(piece, str) else piece.decode("utf-8")
 
 
+_V2_READS_DATA: Final = frozenset({"BitArray", "BindingsArray", "ObservablesArray"})
+
+
+def _is_packed_bits(tag: str, value: Any) -> bool:
+    """A ``BitArray`` whose array is already uint8 (kept as is, so its data is not read)."""
+    array = value.get("array") if tag == "BitArray" and isinstance(value, dict) else None
+    return isinstance(array, np.ndarray) and array.dtype == np.uint8
+
+
 class _DecodeSession:
     """State of one decode call: its limits, allow-list and worker threads."""
 
@@ -1156,8 +1182,11 @@ class _DecodeSession:
         settings_registry: SettingsRegistry | None,
         accelerated: bool,
         max_workers: int | None,
+        qiskit_results: bool | None = None,
     ) -> None:
         self.backend = _backend(accelerated)
+        self._qiskit_results = qiskit_results
+        self._v2: V2Builder | None = None
         self.budget = _Budget(max_decompressed_size)
         self.registry = settings_registry or _DEFAULT_SETTINGS_REGISTRY
         if max_workers is None:
@@ -1181,6 +1210,8 @@ class _DecodeSession:
             "Result": self._result,
             "NoiseModel": self._noise_model,
         }
+        for tag in V2_TAGS:
+            self._handlers[tag] = self._v2_value
 
     # -- the json hook ------------------------------------------------------------------------
 
@@ -1293,6 +1324,8 @@ class _DecodeSession:
 
     def _ndarray(self, obj: dict[str, Any]) -> Any:
         value = obj["__value__"]
+        if is_extrapolator_name(value):
+            return value
         if not isinstance(value, (str, _Blob)):
             return _object_array(value, obj.get("__shape__"))
         try:
@@ -1304,6 +1337,16 @@ class _DecodeSession:
         else:
             job.fill()
         return job.array
+
+    def _v2_value(self, obj: dict[str, Any]) -> Any:
+        """A V2 primitive payload: qiskit's class or the plain structure (:mod:`runtime_job.v2`)."""
+        if self._v2 is None:
+            self._v2 = V2Builder(self._qiskit_results)
+        tag, value = obj["__type__"], obj["__value__"]
+        if tag in _V2_READS_DATA and not _is_packed_bits(tag, value):
+            # Building these reads array data: let arrays still inflating on workers finish.
+            self._wait_all()
+        return self._v2.build(tag, value)
 
     def _set(self, obj: dict[str, Any]) -> Any:
         value = obj["__value__"]
@@ -1449,6 +1492,9 @@ class RuntimeDecoder(json.JSONDecoder):
         settings_registry: The allow-list for ``settings`` payloads (default: the process-wide
             one, see :func:`register_settings_class`).
         accelerated: Use the optional accelerator packages when installed.
+        qiskit_results: V2 primitive results as qiskit's classes (``True``), as plain data
+            (``False``), or as qiskit's classes when qiskit imports (``None``); see
+            :mod:`runtime_job.v2`.
         **kwargs: Passed to :class:`json.JSONDecoder` and used by :meth:`decode`
             (``object_hook`` is ours: one given here is ignored).
     """
@@ -1459,6 +1505,7 @@ class RuntimeDecoder(json.JSONDecoder):
         max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE,
         settings_registry: SettingsRegistry | None = None,
         accelerated: bool = True,
+        qiskit_results: bool | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("object_hook", None)
@@ -1468,6 +1515,7 @@ class RuntimeDecoder(json.JSONDecoder):
             "max_decompressed_size": max_decompressed_size,
             "settings_registry": settings_registry,
             "accelerated": accelerated,
+            "qiskit_results": qiskit_results,
         }
         self._session = _DecodeSession(max_workers=1, **self._options)
 
@@ -1510,6 +1558,7 @@ def loads(
     settings_registry: SettingsRegistry | None = None,
     accelerated: bool = True,
     max_workers: int | None = None,
+    qiskit_results: bool | None = None,
 ) -> Any:
     """Parse JSON text and rebuild tagged values (the library's fast path).
 
@@ -1526,6 +1575,9 @@ def loads(
             installed.
         max_workers: Threads used to decompress large arrays (default: up to 4, one per
             CPU); ``1`` decodes everything on the calling thread.
+        qiskit_results: V2 primitive results (``PrimitiveResult``, ``BitArray``, ...) as
+            qiskit's classes (``True``), as plain data (``False``), or as qiskit's classes
+            when qiskit imports (``None``); see :mod:`runtime_job.v2`.
 
     Returns:
         The decoded value.
@@ -1551,6 +1603,7 @@ def loads(
         settings_registry=settings_registry,
         accelerated=accelerated,
         max_workers=max_workers,
+        qiskit_results=qiskit_results,
     )
     return session.parse(text)
 
@@ -1576,6 +1629,7 @@ def decode_value(
     max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE,
     settings_registry: SettingsRegistry | None = None,
     accelerated: bool = True,
+    qiskit_results: bool | None = None,
 ) -> Any:
     """Rebuild tagged values inside data that was already parsed from JSON.
 
@@ -1588,6 +1642,7 @@ def decode_value(
         max_decompressed_size: Cap on all bytes this call may decompress.
         settings_registry: The allow-list for ``settings`` payloads.
         accelerated: Use the optional accelerator packages when installed.
+        qiskit_results: As for :func:`loads`.
 
     Returns:
         A new value with tagged dicts rebuilt.
@@ -1600,12 +1655,14 @@ def decode_value(
         settings_registry=settings_registry,
         accelerated=accelerated,
         max_workers=1,
+        qiskit_results=qiskit_results,
     )
     return session.rebuild(value)
 
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
+    "PLATFORM_QPY_VERSION",
     "QISKIT_EXTRA_HINT",
     "RuntimeDecoder",
     "RuntimeEncoder",

@@ -63,10 +63,14 @@ class ResultDecoder:
         max_decompressed_size: Cap on all bytes one ``decode`` may decompress (2 GiB).
         settings_registry: The allow-list for ``settings`` payloads; ``None`` means the
             process-wide one (see :func:`runtime_job.codec.register_settings_class`).
+        qiskit_results: V2 primitive results as qiskit's classes (``True``), plain data
+            (``False``), or qiskit's classes when qiskit imports (``None``, the default); see
+            :mod:`runtime_job.v2`.
     """
 
     max_decompressed_size: ClassVar[int] = DEFAULT_MAX_DECOMPRESSED_SIZE
     settings_registry: ClassVar[SettingsRegistry | None] = None
+    qiskit_results: ClassVar[bool | None] = None
 
     @classmethod
     def decode(cls, raw: str | bytes) -> Any:
@@ -104,6 +108,7 @@ class ResultDecoder:
             raw,
             max_decompressed_size=cls.max_decompressed_size,
             settings_registry=cls.settings_registry,
+            qiskit_results=cls.qiskit_results,
         )
 
 
