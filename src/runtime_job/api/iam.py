@@ -1,0 +1,295 @@
+"""IBM Cloud IAM: an API key exchanged for short-lived bearer tokens (``platform.md`` 2).
+
+:class:`IamTokenManager` holds one API key and one access token. :meth:`~IamTokenManager.token`
+returns a token that is good for the next request, fetching a new one first (a new apikey
+grant, ``POST {iam}/identity/token``) when the current one is within 10 s of its ``exp`` or
+80 % of its lifetime (``iat`` to ``exp``) has passed, so a long run never meets a 401 for an
+expired token. The JWT's claims are read without checking its signature (the token is only
+carried, never trusted for anything here).
+
+The API key is sent to IAM and nowhere else: it is in no header, log record, ``repr`` or
+exception message, and the manager has no fallback to ``Authorization: apikey`` on other
+hosts (the official client's leak when IAM fails): if IAM cannot be reached, the request that
+needed the token fails with an error naming IAM.
+
+Example::
+
+    manager = IamTokenManager(api_key)                   # nothing sent yet
+    headers = {"Authorization": f"Bearer {manager.token()}"}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+import time
+from typing import Any, Final
+
+import requests
+
+from .._redact import redact
+from ..exceptions import ApiConnectionError, IBMAccountError, RequestsApiError
+from ..timing import Deadline, clock
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IAM_URL: Final = "https://iam.cloud.ibm.com"
+"""IAM of IBM Cloud's public network."""
+PRIVATE_IAM_URL: Final = "https://private.iam.cloud.ibm.com"
+"""IAM on IBM Cloud's private network (``private_endpoint=True``)."""
+STAGING_IAM_URL: Final = "https://iam.test.cloud.ibm.com"
+"""IAM of IBM Cloud's staging environment (CRNs whose third field is ``staging``)."""
+TOKEN_PATH: Final = "/identity/token"
+APIKEY_GRANT: Final = "urn:ibm:params:oauth:grant-type:apikey"
+EXPIRY_MARGIN: Final = 10.0
+"""A token is treated as expired this many seconds before its ``exp``."""
+REFRESH_FRACTION: Final = 0.8
+"""Share of a token's lifetime after which a new one is fetched."""
+RETRY_LATER: Final = 60.0
+"""After a failed early refresh (the old token still good), seconds before the next try."""
+IAM_TIMEOUT: Final = (5.0, 60.0)
+"""``(connect, read)`` seconds for an IAM request."""
+_ATTEMPTS: Final = 3
+_BACKOFF: Final = (0.5, 1.0)
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read without verifying its signature.
+
+    Args:
+        token: A ``header.payload.signature`` JWT.
+
+    Returns:
+        The payload object.
+
+    Raises:
+        ValueError: ``token`` is not a JWT with a JSON object payload (the message never
+            contains the token).
+    """
+    parts = token.split(".") if isinstance(token, str) else []
+    if len(parts) != 3:
+        raise ValueError("the IAM access token is not a JWT (header.payload.signature)")
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    except (binascii.Error, UnicodeError, ValueError) as err:
+        raise ValueError("the IAM access token's payload is not base64url JSON") from err
+    if not isinstance(claims, dict):
+        raise ValueError("the IAM access token's payload is not a JSON object")
+    return claims
+
+
+class IamTokenManager:
+    """Bearer tokens for one IBM Cloud API key, fetched on demand and refreshed early.
+
+    Thread-safe: concurrent callers share one token, and at most one grant is in flight.
+
+    Args:
+        api_key: The IBM Cloud API key (stripped; never logged or shown).
+        iam_url: Base URL of IAM (``IAM_URL`` in the environment is *not* read here; the
+            caller resolves it).
+        verify: TLS verification for IAM (``True``, ``False`` or a CA bundle path).
+        proxies: ``requests`` proxies for IAM.
+        timeout: ``(connect, read)`` seconds per IAM request.
+        session: The ``requests`` session to use (default: one of its own, closed by
+            :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        iam_url: str = DEFAULT_IAM_URL,
+        verify: bool | str = True,
+        proxies: dict[str, str] | None = None,
+        timeout: tuple[float, float] = IAM_TIMEOUT,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise IBMAccountError("An IBM Cloud API key is needed (token=...).")
+        self._api_key = api_key.strip()
+        self.iam_url = iam_url.rstrip("/")
+        self._verify = verify
+        self._proxies = dict(proxies or {})
+        self._timeout = timeout
+        self._own_session = session is None
+        self._session = session or requests.Session()
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0  # monotonic: EXPIRY_MARGIN before exp
+        self._refresh_at = 0.0  # monotonic: after REFRESH_FRACTION of the lifetime
+        self.grants = 0
+        """How many tokens were fetched (for tests and diagnostics)."""
+
+    def secrets(self) -> list[str]:
+        """The strings a log filter must remove: the API key and the current token."""
+        return [secret for secret in (self._api_key, self._token) if secret]
+
+    def token(self, deadline: Deadline | None = None) -> str:
+        """A bearer token good for the next request.
+
+        Args:
+            deadline: Bounds a grant made now.
+
+        Returns:
+            The access token.
+
+        Raises:
+            IBMAccountError: IAM refused the API key (4xx).
+            RequestsApiError: IAM could not be reached or failed (5xx, network), after a
+                few tries.
+        """
+        with self._lock:
+            now = clock.monotonic()
+            if self._token is not None and now < self._refresh_at:
+                return self._token
+            if self._token is not None and now < self._expires_at:
+                # Early refresh: on failure keep the good token and try again later.
+                try:
+                    self._grant(deadline)
+                except (IBMAccountError, RequestsApiError) as err:
+                    logger.warning(
+                        "Refreshing the IAM token failed, keeping the current one: %s", err
+                    )
+                    self._refresh_at = min(now + RETRY_LATER, self._expires_at)
+                return self._token
+            self._grant(deadline)
+            assert self._token is not None
+            return self._token
+
+    def invalidate(self) -> None:
+        """Forget the current token: the next :meth:`token` fetches a new one."""
+        with self._lock:
+            self._token = None
+            self._expires_at = self._refresh_at = 0.0
+
+    def _grant(self, deadline: Deadline | None) -> None:
+        """Fetch a new token (the caller holds the lock)."""
+        started = clock.monotonic()
+        wall = time.time()
+        body = self._post(deadline)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise IBMAccountError("IAM answered without an access_token.")
+        try:
+            claims = jwt_claims(token)
+            exp = float(claims["exp"])
+            iat = float(claims.get("iat", wall))
+        except (ValueError, KeyError, TypeError) as err:
+            raise IBMAccountError(f"IAM answered with an unusable token: {err}.") from None
+        lifetime = max(0.0, exp - iat)
+        # Trust the token's own lifetime, but never past exp by our wall clock.
+        remaining = max(0.0, min(lifetime, exp - wall))
+        self._token = token
+        self._expires_at = started + remaining - EXPIRY_MARGIN
+        self._refresh_at = min(self._expires_at, started + REFRESH_FRACTION * remaining)
+        self.grants += 1
+        logger.debug("IAM token obtained, valid for %.0f s", remaining)
+
+    def _post(self, deadline: Deadline | None) -> Any:
+        url = self.iam_url + TOKEN_PATH
+        data = {
+            "grant_type": APIKEY_GRANT,
+            "apikey": self._api_key,
+            "response_type": "cloud_iam",
+        }
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
+        error: RequestsApiError | None = None
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                pause = _BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)]
+                if error is not None and error.retry_after is not None:
+                    pause = max(pause, error.retry_after)
+                if deadline is not None and (deadline.remaining() or 0.0) <= pause:
+                    break
+                clock.sleep(pause)
+            connect, read = self._timeout
+            if deadline is not None:
+                connect, read = deadline.cap(connect), deadline.cap(read)
+                if min(connect, read) <= 0:
+                    break
+            try:
+                response = self._session.post(
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=(connect, read),
+                    verify=self._verify,
+                    proxies=self._proxies or None,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as err:
+                error = ApiConnectionError(
+                    f"Could not reach IAM at {self.iam_url}: {type(err).__name__}",
+                    method="POST",
+                    url=url,
+                )
+                continue
+            if response.ok:
+                try:
+                    return response.json()
+                except ValueError:
+                    raise IBMAccountError("IAM answered with a body that is not JSON.") from None
+            detail = self._detail(response)
+            if 400 <= response.status_code < 500 and response.status_code != 429:
+                raise IBMAccountError(
+                    f"IAM refused the API key ({response.status_code}{detail}). Check the "
+                    "token given to the service: it must be an IBM Cloud API key."
+                )
+            error = RequestsApiError(
+                f"IAM failed: {response.status_code}{detail}",
+                response.status_code,
+                method="POST",
+                url=url,
+                retry_after=_retry_after(response),
+                retryable=True,
+            )
+        assert error is not None or deadline is not None
+        raise error or ApiConnectionError(
+            f"Could not get an IAM token from {self.iam_url} before the deadline",
+            method="POST",
+            url=url,
+        )
+
+    def _detail(self, response: requests.Response) -> str:
+        """IAM's error code and message, if it sent them (secrets removed)."""
+        try:
+            body = response.json()
+        except ValueError:
+            return ""
+        if not isinstance(body, dict):
+            return ""
+        parts = [str(body[key]) for key in ("errorCode", "errorMessage") if body.get(key)]
+        return redact(": " + " ".join(parts), self.secrets()) if parts else ""
+
+    def close(self) -> None:
+        """Close the session if this manager made it."""
+        if self._own_session:
+            self._session.close()
+
+    def __repr__(self) -> str:
+        state = "no token" if self._token is None else "token held"
+        return f"<IamTokenManager {self.iam_url} api_key=<redacted> ({state})>"
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "DEFAULT_IAM_URL",
+    "PRIVATE_IAM_URL",
+    "STAGING_IAM_URL",
+    "IamTokenManager",
+    "jwt_claims",
+]
