@@ -487,8 +487,9 @@ _BUILTINS: dict[str, str] = {
     "sleep": f"{__name__}:sleep",
 }
 _QISKIT_BUILTINS: dict[str, str] = {
-    "sampler": f"{__name__}:sampler",
-    "estimator": f"{__name__}:estimator",
+    # V2 inputs (pubs, version 2) run the V2 programs; 2023 inputs the functions above.
+    "sampler": "runtime_job.server.v2_programs:sampler",
+    "estimator": "runtime_job.server.v2_programs:estimator",
     "circuit-runner": f"{__name__}:circuit_runner",
 }
 
