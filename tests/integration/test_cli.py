@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tests.integration.helpers import (
     ws_read_all,
     ws_stream,
 )
+from tests.support import wait_until
 from tests.tlscert import make_cert
 
 TOKEN = "cli-token-0123456789"
@@ -55,12 +55,8 @@ class Serve:
         self.token_file = match.group(2) if match else ""
 
     def workers(self) -> list[int]:
-        deadline = time.monotonic() + 10
-        while True:
-            pids = children_of(self.process.pid)
-            if len(pids) >= 1 or time.monotonic() > deadline:
-                return pids
-            time.sleep(0.02)
+        """The server's worker processes (at least one, within 10 s)."""
+        return wait_until(lambda: children_of(self.process.pid), 10, what="the server's workers")
 
     def finish(self, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, str]:
         if self.process.poll() is None:

@@ -11,6 +11,7 @@ import pytest
 
 from runtime_job.server import LocalRuntimeServer
 from tests.integration.helpers import Api, alive, wait_gone
+from tests.support import wait_until
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -125,20 +126,17 @@ def test_cancel_running_job_kills_its_worker(alice: Api, server: LocalRuntimeSer
     assert job["state"]["status"] == "CANCELLED"
     again = alice.post(f"/jobs/{job_id}/cancel")
     assert again.status_code == 409
-    killed = before - set(server.worker_pids())
-    deadline = time.monotonic() + 5
-    while not killed and time.monotonic() < deadline:
-        time.sleep(0.01)
-        killed = before - set(server.worker_pids())
+    killed = wait_until(
+        lambda: before - set(server.worker_pids()), 5, what="the job's worker to be killed"
+    )
     assert len(killed) == 1
     assert wait_gone(list(killed)) == []
     assert time.monotonic() - started < 5
     # The pool is refilled and keeps working.
     assert alice.wait_final(alice.submit("echo", {"x": 1}))["state"]["status"] == "COMPLETED"
-    deadline = time.monotonic() + 10
-    while len(server.worker_pids()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(server.worker_pids()) == 2
+    wait_until(
+        lambda: len(server.worker_pids()) == server.workers, 10, what="the pool to be refilled"
+    )
 
 
 def test_cancel_queued_job_and_queue_position(alice: Api, server: LocalRuntimeServer) -> None:
@@ -191,9 +189,7 @@ def test_delete_finished_and_running_jobs(alice: Api, server: LocalRuntimeServer
     alice.wait_status(running, ("RUNNING",))
     assert alice.delete(f"/jobs/{running}").status_code == 204
     assert alice.get(f"/jobs/{running}").status_code == 404
-    deadline = time.monotonic() + 5
-    while before <= set(server.worker_pids()) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not before <= set(server.worker_pids()), 5, what="a worker replaced")
     assert not all(alive(pid) for pid in before)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.support import wait_until
 
 from .serverproc import ServeProcess
 
@@ -55,14 +56,13 @@ def run_to_completion(serve: ServeProcess, program: str) -> tuple[str, int]:
             timeout=30,
         )
         job_id = str(response.json()["id"])
-        deadline = time.monotonic() + 60
-        while True:
+
+        def completed() -> bool:
             state = http.get(f"{serve.url}/jobs/{job_id}", headers=headers, timeout=30).json()
-            if state["state"]["status"] == "COMPLETED":
-                break
-            assert state["state"]["status"] in ("QUEUED", "RUNNING"), state
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            assert state["state"]["status"] in ("QUEUED", "RUNNING", "COMPLETED"), state
+            return bool(state["state"]["status"] == "COMPLETED")
+
+        wait_until(completed, 60, what=f"job {job_id} to complete")
         with http.get(
             f"{serve.url}/jobs/{job_id}/results", headers=headers, stream=True, timeout=30
         ) as result:

@@ -28,6 +28,7 @@ from runtime_job import RuntimeService
 from runtime_job.api.client import RuntimeClient
 from runtime_job.decoders import ResultDecoder
 from runtime_job.exceptions import ResultDecodingError
+from tests.support import wait_until
 
 from .conftest import Collector
 
@@ -89,10 +90,11 @@ HOSTILE: dict[str, Any] = {
 
 
 def finish(direct: RuntimeClient, job_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while direct.job_get(job_id)["state"]["status"] not in ("COMPLETED", "FAILED", "CANCELLED"):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(
+        lambda: direct.job_get(job_id)["state"]["status"] in ("COMPLETED", "FAILED", "CANCELLED"),
+        30,
+        what=f"job {job_id} to end",
+    )
 
 
 def raw_job(direct: RuntimeClient, document: Any, interim: Any = None) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support import wait_until
+
 from .serverproc import ServeProcess
 
 TOKEN = "crash-token-4a5b6c7d"
@@ -48,22 +50,18 @@ class Client:
     http: requests.Session = field(default_factory=requests.Session)
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        deadline = time.monotonic() + 30
-        while True:
+        headers = {"X-Access-Token": TOKEN, **kwargs.pop("headers", {})}
+
+        def answered() -> requests.Response | None:
             try:
                 response = self.http.request(
-                    method,
-                    self.url + path,
-                    headers={"X-Access-Token": TOKEN, **kwargs.pop("headers", {})},
-                    timeout=10,
-                    **kwargs,
+                    method, self.url + path, headers=headers, timeout=10, **kwargs
                 )
             except requests.ConnectionError:
-                response = None
-            if response is not None and response.status_code < 500:
-                return response
-            assert time.monotonic() < deadline, f"{method} {path}: the server did not come back"
-            time.sleep(0.05)
+                return None
+            return response if response.status_code < 500 else None
+
+        return wait_until(answered, 30, what=f"{method} {path}: the server to come back")
 
     def submit(self, i: int) -> str:
         body = json.dumps({"program_id": "chatty", "params": {"n": 3, "pause": (i % 4) * 0.004}})
@@ -170,13 +168,12 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path) -> None:
                 serve.kill()
                 serve.start()
                 check_against(client, final, partial, checked)
-        deadline = time.monotonic() + 60
-        while True:
+
+        def all_final() -> bool:
             observe(client, ids, final, partial)
-            if len(final) == N_JOBS:
-                break
-            assert time.monotonic() < deadline, "jobs did not all finish"
-            time.sleep(0.05)
+            return len(final) == N_JOBS
+
+        wait_until(all_final, 60, what="every job to finish")
         listing = client.call("GET", "/jobs", params={"limit": 1000}).json()
         # A last kill once everything is final, then the database is checked cold.
         serve.kill()

@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from runtime_job.server import LocalRuntimeServer
+from tests.support import wait_until
 
 from .serverproc import python_path
 
@@ -155,10 +156,9 @@ def test_out_of_descriptors_logs_one_line_and_serving_resumes(tmp_path: Path) ->
             attackers.append(socket.create_connection(("127.0.0.1", port), timeout=5))
         # asyncio retries accept() every second while out of descriptors: let it fail a few
         # times (a bounded window), then look at what was logged.
-        deadline = time.monotonic() + 15
-        while b"Cannot accept" not in stderr_path.read_bytes():
-            assert time.monotonic() < deadline, stderr_path.read_text()[-2000:]
-            time.sleep(0.05)
+        wait_until(
+            lambda: b"Cannot accept" in stderr_path.read_bytes(), 15, what="the accept error log"
+        )
         time.sleep(3.0)
         log = stderr_path.read_text()
         assert log.count("Cannot accept connections") == 1, log[-3000:]
@@ -166,13 +166,13 @@ def test_out_of_descriptors_logs_one_line_and_serving_resumes(tmp_path: Path) ->
         for sock in attackers:
             sock.close()
         attackers.clear()
-        deadline = time.monotonic() + 15
-        while True:
+
+        def serves() -> bool:
             with contextlib.suppress(requests.RequestException):
-                if requests.get(url + "/api/version", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the server did not serve again"
-            time.sleep(0.05)
+                return requests.get(url + "/api/version", timeout=2).status_code == 200
+            return False
+
+        wait_until(serves, 15, what="the server to serve again")
     finally:
         for sock in attackers:
             sock.close()
