@@ -13,18 +13,14 @@ from starlette.websockets import WebSocket
 from runtime_job import JobStatus, RuntimeService
 from runtime_job.server import LocalRuntimeServer
 from runtime_job.server import app as server_app
+from tests.support.server import local_server
 
 from .conftest import TOKEN
 
 
 @pytest.fixture(scope="module")
 def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("no-streams-e2e"),
-        tokens=[TOKEN],
-        workers=2,
-        streams=False,
-    ) as srv:
+    with local_server(tmp_path_factory.mktemp("no-streams-e2e"), [TOKEN], streams=False) as srv:
         yield srv
 
 

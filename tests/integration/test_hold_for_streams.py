@@ -11,15 +11,14 @@ import pytest
 
 from runtime_job.server import LocalRuntimeServer
 from tests.integration.helpers import ALICE, Api, serve_command, served, ws_open, ws_read_all
+from tests.support.server import local_server
 
 A = {"X-Access-Token": ALICE}
 
 
 @pytest.fixture(scope="module")
 def holding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("hold"), tokens=[ALICE], workers=2, hold_for_streams=60
-    ) as srv:
+    with local_server(tmp_path_factory.mktemp("hold"), [ALICE], hold_for_streams=60) as srv:
         yield srv
 
 
@@ -55,9 +54,7 @@ def test_a_job_waits_for_its_stream_and_its_client_gets_every_message(
 
 
 def test_a_held_job_runs_anyway_after_the_hold(tmp_path: Path) -> None:
-    with LocalRuntimeServer(
-        data_dir=tmp_path / "data", tokens=[ALICE], workers=1, hold_for_streams=0.3
-    ) as srv:
+    with local_server(tmp_path / "data", [ALICE], workers=1, hold_for_streams=0.3) as srv:
         client = Api(srv.url, ALICE)
         try:
             job_id = client.submit("hello-world", {"iterations": 0})

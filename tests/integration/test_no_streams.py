@@ -24,15 +24,14 @@ from tests.integration.helpers import (
     ws_refused,
     ws_stream,
 )
+from tests.support.server import local_server
 
 A = {"X-Access-Token": ALICE}
 
 
 @pytest.fixture(scope="module")
 def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("no-streams"), tokens=[ALICE], workers=1, streams=False
-    ) as srv:
+    with local_server(tmp_path_factory.mktemp("no-streams"), [ALICE], 1, streams=False) as srv:
         yield srv
 
 
