@@ -130,3 +130,9 @@ def test_wait_until_uses_real_time_under_the_fake_clock(fake_clock: FakeClock) -
     with pytest.raises(AssertionError, match="waiting for"):
         wait_until(lambda: False, timeout=0.02)
     assert fake_clock.now == 1000
+
+
+def test_install_refuses_a_clock_seam_it_does_not_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timing.Clock, "deadline_at", lambda self: 0.0, raising=False)
+    with pytest.raises(AssertionError, match=r"Clock\.deadline_at"):
+        FakeClock().install(monkeypatch)
