@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +37,6 @@ def test_a_job_waits_for_its_stream_and_its_client_gets_every_message(
 ) -> None:
     held = api.submit("hello-world", {"iterations": 3})
     other = api.submit("hello-world", {"iterations": 1})
-    time.sleep(0.5)  # two idle workers: without the hold both would be done by now
     assert _status(api, held) == "QUEUED" and _status(api, other) == "QUEUED"
     ws = ws_open(holding.url, held, A)  # the plain protocol: live messages only
     frames, code = ws_read_all(ws)
@@ -50,6 +48,7 @@ def test_a_job_waits_for_its_stream_and_its_client_gets_every_message(
         '"Hello, World!"',
     ]
     assert code == 1000
+    # A worker was idle all along: without the hold, ``other`` would have run by now.
     assert _status(api, other) == "QUEUED"  # still waiting for its own client
 
 
@@ -80,7 +79,11 @@ def test_serve_refuses_a_bad_hold(tmp_path: Path, value: str) -> None:
 def test_serve_hold_flag_holds(tmp_path: Path) -> None:
     with served(tmp_path / "data", "--hold-for-streams", "60") as client:
         job_id = client.submit("hello-world", {"iterations": 0})
-        time.sleep(0.5)
+        later = client.submit("hello-world", {"iterations": 0})
+        frames, code = ws_read_all(ws_open(client.base, later, A))
+        assert (frames, code) == (["ACK", '"Hello, World!"'], 1000)
+        # The one worker ran the later job, whose client listened: the first one is held
+        # (without the hold it would have run first, and be done).
         assert _status(client, job_id) == "QUEUED"
         frames, code = ws_read_all(ws_open(client.base, job_id, A))
         assert (frames, code) == (["ACK", '"Hello, World!"'], 1000)
