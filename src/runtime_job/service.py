@@ -485,37 +485,57 @@ class RuntimeService:
                 )
             hub, group, project = _split_instance(instance)
         collected: list[JobListItem] = []
+        seen: set[str] = set()
+        received = 0  # listed entries, repeats included: the reference's stop condition
+        expected: int | None = None  # jobs matching when the listing started
         offset = skip
+        cursor: str | None = None
         page_limit = limit or _PAGE_SIZE
         while True:
-            response = parse_jobs(
-                self._api_client.jobs_get(
-                    limit=page_limit,
-                    skip=offset,
-                    backend_name=backend_name,
-                    pending=pending,
-                    program_id=program_id,
-                    hub=hub,
-                    group=group,
-                    project=project,
-                    job_tags=list(job_tags) if job_tags else None,
-                    session_id=session_id,
-                    created_after=created_after,
-                    created_before=created_before,
-                    descending=descending,
-                )
+            # Without params (fetched by a job's ``inputs`` when asked): a listing of jobs
+            # with large inputs would otherwise carry them all.
+            raw = self._api_client.jobs_get(
+                limit=page_limit,
+                skip=offset if cursor is None else 0,
+                backend_name=backend_name,
+                pending=pending,
+                program_id=program_id,
+                hub=hub,
+                group=group,
+                project=project,
+                job_tags=list(job_tags) if job_tags else None,
+                session_id=session_id,
+                created_after=created_after,
+                created_before=created_before,
+                descending=descending,
+                exclude_params=True,
+                cursor=cursor,
             )
+            response = parse_jobs(raw)
             page = response.jobs
-            collected.extend(page)
-            if not page or len(collected) >= response.count - skip:
+            received += len(page)
+            if expected is None:
+                expected = response.count - skip
+            # Offset paging shifts when jobs are submitted or deleted meanwhile: a job seen
+            # on an earlier page is not listed twice.
+            fresh = [item for item in page if item["id"] not in seen]
+            seen.update(item["id"] for item in fresh)
+            collected.extend(fresh)
+            next_cursor = raw.get("next_cursor") if isinstance(raw, dict) else None
+            if not page or (limit and len(collected) >= limit):
                 break
-            if limit:
-                if len(collected) >= limit:
+            if isinstance(next_cursor, str) and next_cursor:
+                # A server with the listing extension: the next page starts after the last
+                # job of this one, whatever was submitted or deleted since (stable). Jobs
+                # submitted after the listing started do not keep it going.
+                if len(collected) >= expected:
                     break
-                page_limit = limit - len(collected)
+                cursor = next_cursor
+            elif cursor is not None or received >= response.count - skip:
+                break
             else:
-                page_limit = _PAGE_SIZE
-            offset += len(page)
+                offset += len(page)
+            page_limit = limit - len(collected) if limit else _PAGE_SIZE
         if limit:
             collected = collected[:limit]
         return self._listed_jobs(collected)
