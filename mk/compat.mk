@@ -50,10 +50,52 @@ compat: $(STAMP) $(COMPAT_STAMP)
 	    no_proxy=127.0.0.1,localhost \
 	    TZ=UTC \
 	    RUNTIME_JOB_BIN="$(CURDIR)/$(BIN)/runtime-job" \
-	    $(COMPAT_BIN)/pytest compat -q $(COMPAT_ARGS); \
+	    $(COMPAT_BIN)/pytest compat --ignore=compat/latest -q $(COMPAT_ARGS); \
 	status=$$?; rm -rf "$$tls"; exit $$status
 
 compat-clean:
 	rm -rf $(COMPAT_VENV)
+
+
+# -- the "latest" leg (issue 21): the latest official client against the platform dialect ----
+#
+# qiskit-ibm-runtime 0.51 with qiskit 2.x lives in its own venv (.venv-latest, pins in
+# compat/latest/requirements.txt, rebuilt when they change). It runs compat/latest against a
+# `runtime-job serve` over TLS; the client trusts the throwaway certificate through
+# REQUESTS_CA_BUNDLE (set by compat/latest/conftest.py with IAM_URL, GLOBAL_SEARCH_URL and
+# GLOBAL_CATALOG_URL once the port is known). `make compat` runs this leg first, then the
+# 0.11 leg (which ignores compat/latest).
+
+LATEST_VENV  := .venv-latest
+LATEST_BIN   := $(LATEST_VENV)/bin
+LATEST_STAMP := $(LATEST_VENV)/.installed
+# Extra pytest arguments of this leg, e.g. `make compat-latest LATEST_ARGS="-k session -x"`.
+LATEST_ARGS  ?=
+
+.PHONY: compat-latest compat-latest-clean
+
+$(LATEST_STAMP): compat/latest/requirements.txt
+	@test -x $(LATEST_BIN)/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_BIN)/python -m pip install --quiet --upgrade pip
+	$(LATEST_BIN)/python -m pip install --quiet -r compat/latest/requirements.txt
+	@touch $@
+
+compat-latest: $(STAMP) $(LATEST_STAMP)
+	@tls=$$(mktemp -d "$${TMPDIR:-/tmp}/runtime-job-latest.XXXXXX") || exit 1; \
+	$(LATEST_BIN)/python compat/tls.py "$$tls" >/dev/null || { rm -rf "$$tls"; exit 1; }; \
+	env COMPAT_TLS_CERT="$$tls/cert.pem" \
+	    COMPAT_TLS_KEY="$$tls/key.pem" \
+	    NO_PROXY=127.0.0.1,localhost \
+	    no_proxy=127.0.0.1,localhost \
+	    TZ=UTC \
+	    RUNTIME_JOB_BIN="$(CURDIR)/$(BIN)/runtime-job" \
+	    $(LATEST_BIN)/pytest compat/latest -c compat/latest/pytest.ini \
+	        --rootdir compat/latest --confcutdir compat/latest -q $(LATEST_ARGS); \
+	status=$$?; rm -rf "$$tls"; exit $$status
+
+compat: compat-latest
+
+compat-latest-clean:
+	rm -rf $(LATEST_VENV)
 
 endif # COMPAT_MK_INCLUDED
