@@ -42,14 +42,42 @@ Unlike the reference, ``str(err)`` is the plain message (no quoted repr); ``err.
 holds the same text. The leaves under :class:`RequestsApiError` are raised by the transport
 (``runtime_job.api.errors``, the one mapping); ``except RequestsApiError`` catches them all,
 and each says whether trying again later may succeed (``retryable``).
+
+With qiskit installed, the roots also take qiskit's classes as bases, as the reference's
+errors do: ``except qiskit.exceptions.QiskitError`` catches every error of ours, and
+``except`` on ``qiskit.providers.exceptions.JobError``, ``JobTimeoutError`` or
+``QiskitBackendNotFoundError`` catches ours of that name. qiskit is never imported for this
+(it costs more than a second): when qiskit's exception modules are already loaded, the bases
+are adopted at once; otherwise a small import hook adopts them as soon as the user's code
+imports qiskit, in whichever order, and then removes itself. See :func:`_adopt_qiskit_bases`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # importlib.abc pulls in importlib.resources and tempfile: ~5 ms
+    from importlib.abc import Loader
+    from importlib.machinery import ModuleSpec
+
+logger = logging.getLogger(__name__)
 
 
-class RuntimeJobLibraryError(Exception):
+class _QiskitErrorSlot(Exception):
+    """The root's base until qiskit's ``QiskitError`` takes its place (see below).
+
+    A class's bases can be swapped only for one of the same layout; a Python subclass of
+    ``Exception`` (like qiskit's ``QiskitError``) has a different one from ``Exception``
+    itself, so the root starts from this empty stand-in.
+    """
+
+
+class RuntimeJobLibraryError(_QiskitErrorSlot):
     """Root of every error raised by runtime-job.
 
     Args:
@@ -284,6 +312,133 @@ class ApiIBMProtocolError(ApiError):
 
 class UserTimeoutExceededError(ApiError):
     """A user-given timeout ran out during a transport operation."""
+
+
+# ------------------------------------------------------------------ qiskit interoperability
+
+_QISKIT_ROOT_MODULE = "qiskit.exceptions"
+_QISKIT_PROVIDER_MODULE = "qiskit.providers.exceptions"
+_PROVIDER_BASES: tuple[tuple[type[RuntimeJobLibraryError], str], ...] = (
+    (JobError, "JobError"),
+    (JobTimeoutError, "JobTimeoutError"),
+    (QiskitBackendNotFoundError, "QiskitBackendNotFoundError"),
+)
+"""Our classes that also take the class of the same name of qiskit.providers.exceptions."""
+
+
+def _qiskit_class(module: ModuleType | None, name: str) -> type[BaseException] | None:
+    found = getattr(module, name, None) if module is not None else None
+    if isinstance(found, type) and issubclass(found, BaseException):
+        return found
+    return None
+
+
+def _add_base(cls: type, base: type[BaseException]) -> None:
+    """Make ``base`` a base of ``cls`` (after its own), once; a refusal is logged, not raised."""
+    if issubclass(cls, base):
+        return
+    try:
+        cls.__bases__ = (*cls.__bases__, base)
+    except TypeError as err:  # a qiskit whose classes have another layout: no interop
+        logger.debug("%s cannot also derive from %r: %s", cls.__name__, base, err)
+
+
+def _adopt_qiskit_bases() -> bool:
+    """Give our roots qiskit's exception classes as bases, for those qiskit has loaded.
+
+    ``RuntimeJobLibraryError`` takes ``qiskit.exceptions.QiskitError`` in place of its
+    stand-in base; ``JobError``, ``JobTimeoutError`` and ``QiskitBackendNotFoundError`` add
+    qiskit.providers' classes of the same names. Idempotent.
+
+    Returns:
+        Whether both of qiskit's exception modules have been seen (nothing left to adopt).
+    """
+    root_module = sys.modules.get(_QISKIT_ROOT_MODULE)
+    qiskit_error = _qiskit_class(root_module, "QiskitError")
+    if qiskit_error is not None and not issubclass(RuntimeJobLibraryError, qiskit_error):
+        try:
+            RuntimeJobLibraryError.__bases__ = (qiskit_error,)
+        except TypeError as err:
+            logger.debug("QiskitError cannot be a base of our errors: %s", err)
+    provider_module = sys.modules.get(_QISKIT_PROVIDER_MODULE)
+    for cls, name in _PROVIDER_BASES:
+        base = _qiskit_class(provider_module, name)
+        if base is not None:
+            _add_base(cls, base)
+    return root_module is not None and provider_module is not None
+
+
+class _AdoptAfterLoading:
+    """Wraps the loader of one of qiskit's exception modules: runs it, then adopts the bases.
+
+    The module gets its real loader back before it runs, so nothing of ours stays on it.
+    """
+
+    def __init__(self, loader: Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        if _adopt_qiskit_bases():
+            _QiskitImportWatcher.remove()
+
+
+class _QiskitImportWatcher:
+    """An import hook that only notices qiskit's two exception modules being imported.
+
+    It finds them through the other finders (it never loads anything itself) and wraps
+    their loader so the bases are adopted right after the module runs. Every other import
+    is passed on at the cost of one set lookup; the hook leaves ``sys.meta_path`` once both
+    modules are loaded.
+    """
+
+    _WATCHED = frozenset({_QISKIT_ROOT_MODULE, _QISKIT_PROVIDER_MODULE})
+
+    def __init__(self) -> None:
+        self._resolving = threading.local()  # names this thread is looking up (re-entry)
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> ModuleSpec | None:
+        if fullname not in self._WATCHED:
+            return None
+        resolving: set[str] | None = getattr(self._resolving, "names", None)
+        if resolving is None:
+            resolving = self._resolving.names = set()
+        if fullname in resolving:  # another finder asked the whole meta path again
+            return None
+        resolving.add(fullname)
+        try:
+            for finder in list(sys.meta_path):
+                find = getattr(finder, "find_spec", None)
+                if finder is self or find is None:
+                    continue
+                spec: ModuleSpec | None = find(fullname, path, target)
+                if spec is not None:
+                    if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                        spec.loader = cast("Loader", _AdoptAfterLoading(spec.loader))
+                    return spec
+            return None
+        finally:
+            resolving.discard(fullname)
+
+    @staticmethod
+    def remove() -> None:
+        """Take every watcher out of ``sys.meta_path`` (nothing is left to watch)."""
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QiskitImportWatcher)]
+
+
+if not _adopt_qiskit_bases():
+    sys.meta_path.insert(0, _QiskitImportWatcher())
 
 
 __all__ = [
