@@ -80,7 +80,9 @@ class RuntimeService:
         url: Authentication URL (ibm_quantum), cloud URL (ibm_cloud) or server URL (local).
         filename: The account file to read instead of ``~/.qiskit/qiskit-ibm.json``.
         name: Use the saved account of this name (the environment is then not read).
-        instance: ``hub/group/project`` (ibm_quantum) or CRN (ibm_cloud).
+        instance: ``hub/group/project`` (ibm_quantum) or CRN (ibm_cloud). On ibm_quantum,
+            ``run()`` and ``backend()`` look in it first, then in the account's other
+            hub/group/projects; one the account does not have is ignored with a warning.
         proxies: Proxy settings (``{"urls": {...}}``), used for every connection.
         verify: TLS verification: ``True``, ``False`` or a CA bundle path.
         connect_timeout: Seconds to connect, for every connection.
@@ -167,9 +169,14 @@ class RuntimeService:
         self._default_instance = instance
         if channel == "ibm_quantum" and instance:
             _split_instance(instance)
-            if instance not in hgps:
-                raise IBMInputValueError(
-                    f"Hub/group/project {instance} could not be found for this account."
+            if instance in hgps:
+                # Looked in first by run() and backend(), then every other hgp (as the reference).
+                self._hgps = {instance: hgps[instance], **hgps}
+            else:
+                warnings.warn(
+                    f"Default hub/group/project {instance} not found for the account and is "
+                    "ignored.",
+                    stacklevel=3,
                 )
 
     @classmethod
@@ -360,7 +367,7 @@ class RuntimeService:
         params = dict(inputs or {})
         hgp = None
         if self._channel == "ibm_quantum":
-            hgp = self._get_hgp(opts.instance or self._default_instance, opts.backend)
+            hgp = self._get_hgp(opts.instance, opts.backend)
         if opts.backend:
             backend = self.backend(opts.backend, instance=hgp)
             status = self._run_status(backend, hgp)
