@@ -137,6 +137,8 @@ class RuntimeService:
         elif channel == "ibm_quantum":
             if not token:
                 raise IBMInputValueError("The ibm_quantum channel needs a token.")
+            if instance:
+                _split_instance(instance)  # a malformed instance fails before any request
         else:
             raise IBMInputValueError(
                 f"Invalid channel {channel!r}: use ibm_quantum, ibm_cloud or local."

@@ -169,6 +169,11 @@ def test_an_unknown_account_instance_warns_and_is_ignored(
         assert service.active_account()["instance"] == unknown  # kept, as the reference's
 
 
-def test_a_malformed_account_instance_still_raises(rsps: responses.RequestsMock) -> None:
-    with pytest.raises(IBMInputValueError, match="not in the correct hub/group/project format"):
-        service_on("foo")
+def test_a_malformed_account_instance_raises_before_any_request() -> None:
+    with responses.RequestsMock() as nothing_registered:  # any request would fail the test
+        with pytest.raises(
+            IBMInputValueError,
+            match="^Input instance value foo is not in the correct hub/group/project format.$",
+        ):
+            service_on("foo")
+        assert len(nothing_registered.calls) == 0
