@@ -100,5 +100,9 @@ def test_every_mix_of_consumers_shares_one_websocket(
         job.wait_for_final_state(timeout=60)
         assert received == [*EXPECTED_INTERIM, {"count": 20}]
     job_id = job.job_id()
-    assert len(opened.handles[job_id]) == 1, f"{mix}: {len(opened.handles[job_id])} websockets"
-    assert opened.peak[job_id] == 1
+    count = len(opened.handles[job_id])
+    # A callback or an iteration always streams; a future or result() alone may find the
+    # job final before it needs a stream (a loaded machine): then none is opened.
+    streams = "callback" in mix or "aiter" in mix
+    assert count == 1 if streams else count <= 1, f"{mix}: {count} websockets"
+    assert opened.peak[job_id] == count
