@@ -285,6 +285,12 @@ def test_a_session_runs_jobs_closes_and_refuses_more(platform: Platform) -> None
     assert details["mode"] == "dedicated" and details["max_ttl"] == 600
     job_id = platform.submit("echo", {}, session_id=session_id)
     assert platform.wait_final(job_id)["session_id"] == session_id
+    elsewhere = platform.request(
+        "POST",
+        "/jobs",
+        json={"program_id": "echo", "backend": "local_simulator", "session_id": session_id},
+    )
+    _cloud_error(elsewhere, 400)
     listed = platform.get("/jobs", params={"session_id": session_id}).json()
     assert [job["id"] for job in listed["jobs"]] == [job_id]
     details = platform.get(f"/sessions/{session_id}").json()

@@ -406,6 +406,12 @@ def platform_router(ctx: AppContext) -> APIRouter:
             session = get_platform_session(store, session_id, user)
             if session is None or session.instance != instance.crn:
                 raise ApiProblem(400, "SESSION_NOT_FOUND", f"Session not found: {session_id}")
+            if session.backend != backend:
+                raise ApiProblem(
+                    400,
+                    "INVALID_FIELD",
+                    f"Session {session_id} runs on {session.backend}, not on {backend[:64]}.",
+                )
             details = session_details(
                 session, session_activity(store, session_id, user), auth.now()
             )
