@@ -37,6 +37,7 @@ from .._version import __version__
 from . import config as limits
 from .app import AppContext, Notifier, StreamHub, create_app
 from .auth import Authenticator
+from .legacy_extras import legacy_extras_router
 from .paths import DataDir
 from .platform import platform_router
 from .programs import ProgramLike, ProgramRegistry
@@ -446,7 +447,8 @@ class LocalRuntimeServer:
         ctx = AppContext(store=store, auth=auth, programs=self.programs, runner=runner, hub=hub)
         if self.max_body is not None:
             ctx.max_body = self.max_body
-        app = create_app(ctx, streams=self.streams, routers=[platform_router(ctx)])
+        routers = [platform_router(ctx), legacy_extras_router(ctx)]
+        app = create_app(ctx, streams=self.streams, routers=routers)
         self._socket = sock = self._bind()
         port = sock.getsockname()[1]
         scheme = "https" if self.tls_cert else "http"
