@@ -13,8 +13,9 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from .api.protocol import StreamingApi
 from .backend import Backend, BackendStatus, IBMRetiredBackend
 from .config import resolve_config
 from .exceptions import (
+    IBMError,
     IBMInputValueError,
     IBMRuntimeError,
     NotFoundError,
@@ -63,6 +65,43 @@ def _split_instance(instance: str) -> tuple[str, str, str]:
             f"Input instance value {instance} is not in the correct hub/group/project format."
         )
     return parts[0], parts[1], parts[2]
+
+
+_RELOGIN_REUSE_SECONDS = 5.0
+"""A login this recent is reused by other requests refused meanwhile (no login storm)."""
+
+
+def _login_again(
+    params: ClientParameters, api_token: str, auth_url: str, common: dict[str, Any]
+) -> Callable[[], bool]:
+    """What the runtime session calls on a 401 (ibm_quantum): an expired access token.
+
+    Logs in again with the API token, as creating a new service would, and puts the new
+    access token in ``params`` (the session reads it at each request). Threads refused at
+    the same time share one login. Returns false, so the 401 is raised, when the login
+    itself fails.
+    """
+    lock = threading.Lock()
+    last: list[float] = []
+
+    def relogin() -> bool:
+        with lock:
+            if last and clock.monotonic() - last[0] < _RELOGIN_REUSE_SECONDS:
+                return True
+            auth_params = ClientParameters(
+                channel="ibm_quantum", token=api_token, url=auth_url, **common
+            )
+            try:
+                with AuthClient(auth_params) as auth:
+                    params.token = auth.login(api_token)
+            except IBMError as err:
+                logger.warning("Logging in again after a 401 failed: %s", err)
+                return False
+            logger.info("The access token was refused (expired?): logged in again.")
+            last[:] = [clock.monotonic()]
+            return True
+
+    return relogin
 
 
 class RuntimeService:
@@ -149,6 +188,12 @@ class RuntimeService:
                 token, url or QISKIT_IBM_RUNTIME_API_URL, instance, common
             )
         client = RuntimeClient(params)
+        if channel == "ibm_quantum" and token:
+            # An access token expires (the login's ttl): log in again, as the reference does
+            # by creating a new service.
+            client._session.reauthenticate = _login_again(
+                params, token, url or QISKIT_IBM_RUNTIME_API_URL, common
+            )
         hgps = {hgp: client.list_backends(hgp) for hgp in hgp_names}
         self._attach(channel, params, client, hgps, instance)
 

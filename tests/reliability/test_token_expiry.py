@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from runtime_job import RuntimeService
+from runtime_job.exceptions import IBMNotAuthorizedError
 from runtime_job.server import LocalRuntimeServer
 from runtime_job.server.auth import ACCESS_TOKEN_TTL, Authenticator, token_digest
 from runtime_job.server.store import Store
@@ -108,3 +110,33 @@ def test_a_stored_token_expires_after_a_restart(tmp_path: Path) -> None:
         assert store.access_token_record(token_digest(access)) is None
     finally:
         store.close()
+
+
+def test_the_client_logs_in_again_when_its_access_token_expires(
+    server: LocalRuntimeServer, clock: WallClock
+) -> None:
+    with RuntimeService(channel="ibm_quantum", url=server.api_url, token=API_TOKEN) as service:
+        job = service.run(
+            "hello-world", inputs={"iterations": 1}, options={"backend": "local_simulator"}
+        )
+        first = service._client_params.token
+        assert first != API_TOKEN
+        clock.now = START + ACCESS_TOKEN_TTL + 60
+        # Every call refused with 401 logs in again once and goes on.
+        assert job.job_id() in [listed.job_id() for listed in service.jobs(limit=5)]
+        assert job.result(timeout=60) == "Hello, World!"
+        second = service._client_params.token
+        assert second not in (first, API_TOKEN)
+        assert _jobs_status(server, first).status_code == 401
+        assert _jobs_status(server, second).status_code == 200
+
+
+def test_a_refused_login_again_surfaces_the_401(
+    server: LocalRuntimeServer, clock: WallClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RuntimeService(channel="ibm_quantum", url=server.api_url, token=API_TOKEN) as service:
+        clock.now = START + ACCESS_TOKEN_TTL + 60
+        # The API token was revoked meanwhile: the login fails, the 401 is raised.
+        monkeypatch.setattr(server.authenticator, "login", lambda token: None)
+        with pytest.raises(IBMNotAuthorizedError):
+            service.jobs(limit=1)

@@ -153,7 +153,12 @@ class HttpSession:
         custom_header: The custom client-application suffix read from the environment at
             construction (``None`` when unset).
         headers: Headers sent with every request (never credentials).
+        reauthenticate: Called once when an authenticated request gets 401 (an access
+            token that expired): it logs in again and updates the parameters' token, and
+            returns whether the request should be sent again. ``None``: a 401 is raised.
     """
+
+    reauthenticate: Callable[[], bool] | None = None
 
     def __init__(
         self,
@@ -315,6 +320,7 @@ class HttpSession:
         attempts = Attempts(self.retry_policy)
         if deadline is not None and deadline.remaining() is None:
             deadline = None
+        reauthenticated = False
 
         while True:
             attempts.sent += 1
@@ -378,6 +384,15 @@ class HttpSession:
             if response.status_code < 400:
                 return response
 
+            if (
+                response.status_code == 401
+                and auth
+                and not reauthenticated
+                and self.reauthenticate is not None
+                and self.reauthenticate()
+            ):
+                reauthenticated = True  # once: a fresh token refused again is a real 401
+                continue
             wait = self._status_wait(response, method, url, all_headers, idempotent, attempts)
             if wait is None:
                 raise http_error(
