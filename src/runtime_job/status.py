@@ -2,7 +2,8 @@
 
 The server reports ``state.status`` as one of ``QUEUED``, ``RUNNING``, ``COMPLETED``,
 ``FAILED`` or ``CANCELLED`` (any case) with an optional ``state.reason``. A cancelled job
-whose reason is ``RAN TOO LONG`` counts as an error, as in the reference.
+whose reason is ``RAN TOO LONG`` counts as an error, as in the reference; so does one whose
+platform reason code is 1305 (:func:`ran_too_long`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,23 @@ API_TO_JOB_STATUS: dict[str, JobStatus] = {
 RAN_TOO_LONG = "RAN TOO LONG"
 """The (upper-cased) reason of a job cancelled for exceeding its maximum execution time."""
 
+MAX_EXECUTION_TIME_CODE = 1305
+"""IBM Quantum Platform's reason code for the same (``platform.md`` 5.4)."""
+
+_CODE_PREFIX = f"ERROR CODE {MAX_EXECUTION_TIME_CODE}"
+
+
+def ran_too_long(reason: str | None) -> bool:
+    """Whether an upper-cased reason says the job ran past its maximum execution time.
+
+    The 2023 dialect says ``RAN TOO LONG``; the platform's reason code 1305 reaches the job
+    folded into its reason (``"Error code 1305; Ran too long"``, upper-cased).
+    """
+    if reason is None:
+        return False
+    return reason in (RAN_TOO_LONG, _CODE_PREFIX) or reason.startswith(_CODE_PREFIX + ";")
+
+
 API_TO_JOB_ERROR_MESSAGE: dict[str, str] = {
     "FAILED": "Job {} has failed:\n{}",
     "CANCELLED - RAN TOO LONG": (
@@ -86,7 +104,7 @@ def job_status_from_api(status: object, reason: str | None) -> JobStatus:
     if not isinstance(status, str) or status.upper() not in API_TO_JOB_STATUS:
         raise IBMError(f"Unknown status: {status}")
     mapped = API_TO_JOB_STATUS[status.upper()]
-    if mapped is JobStatus.CANCELLED and reason == RAN_TOO_LONG:
+    if mapped is JobStatus.CANCELLED and ran_too_long(reason):
         return JobStatus.ERROR
     return mapped
 
@@ -99,7 +117,7 @@ def error_message_for(job_id: str, api_status: str, reason: str | None, raw_erro
     cut = raw_error.rfind("Traceback")
     text = raw_error[cut:] if cut != -1 else raw_error
     key = "FAILED"
-    if api_status.upper() == "CANCELLED" and reason == RAN_TOO_LONG:
+    if api_status.upper() == "CANCELLED" and ran_too_long(reason):
         key = "CANCELLED - RAN TOO LONG"
     return API_TO_JOB_ERROR_MESSAGE[key].format(job_id, text)
 
@@ -108,8 +126,10 @@ __all__ = [
     "API_TO_JOB_ERROR_MESSAGE",
     "API_TO_JOB_STATUS",
     "JOB_FINAL_STATES",
+    "MAX_EXECUTION_TIME_CODE",
     "RAN_TOO_LONG",
     "JobStatus",
     "error_message_for",
     "job_status_from_api",
+    "ran_too_long",
 ]
