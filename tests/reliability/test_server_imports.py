@@ -46,7 +46,13 @@ def _loaded_client_modules(module: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["runtime_job.server.app", "runtime_job.server.worker", "runtime_job.server"]
+    "module",
+    [
+        "runtime_job.server.app",
+        "runtime_job.server.worker",
+        "runtime_job.server.local",
+        "runtime_job.server",
+    ],
 )
 def test_server_modules_do_not_import_the_client(module: str) -> None:
     assert _loaded_client_modules(module) == []
