@@ -24,11 +24,11 @@ the reference's name and place so ``except`` clauses written for qiskit-ibm-runt
         │   └── ResultDecodingError            a payload that cannot be decoded
         └── ApiError
             ├── RequestsApiError               HTTP and network errors (status_code, -1 unknown)
-        │   ├── ApiConnectionError         no response (refused, timed out, reset)
-        │   ├── NotFoundError              HTTP 404
-        │   ├── ConflictError              HTTP 409
-        │   ├── RateLimitError             HTTP 429
-        │   └── ServerError                HTTP 5xx
+            │   ├── ApiConnectionError         no response (refused, timed out, reset)
+            │   ├── NotFoundError              HTTP 404
+            │   ├── ConflictError              HTTP 409
+            │   ├── RateLimitError             HTTP 429
+            │   └── ServerError                HTTP 5xx
             ├── WebsocketError
             │   ├── WebsocketIBMProtocolError
             │   ├── WebsocketAuthenticationError
@@ -47,9 +47,12 @@ With qiskit installed, the roots also take qiskit's classes as bases, as the ref
 errors do: ``except qiskit.exceptions.QiskitError`` catches every error of ours, and
 ``except`` on ``qiskit.providers.exceptions.JobError``, ``JobTimeoutError`` or
 ``QiskitBackendNotFoundError`` catches ours of that name. qiskit is never imported for this
-(it costs more than a second): when qiskit's exception modules are already loaded, the bases
-are adopted at once; otherwise a small import hook adopts them as soon as the user's code
-imports qiskit, in whichever order, and then removes itself. See :func:`_adopt_qiskit_bases`.
+(``import qiskit.exceptions`` loads all of qiskit: about 0.4 s, several times our own
+import): when qiskit's exception modules are already loaded, the bases are adopted at once;
+otherwise a small import hook adopts them as soon as the user's code imports qiskit, in
+whichever order, and then removes itself. Should qiskit be loaded past the hook (a finder
+placed before it), the first of our errors created afterwards adopts the bases. See
+:func:`_adopt_qiskit_bases`.
 """
 
 from __future__ import annotations
@@ -80,11 +83,16 @@ class _QiskitErrorSlot(Exception):
 class RuntimeJobLibraryError(_QiskitErrorSlot):
     """Root of every error raised by runtime-job.
 
+    Its base is an empty ``Exception`` subclass, replaced by qiskit's ``QiskitError`` once
+    qiskit is loaded (see the module's docstring).
+
     Args:
         *message: Parts of the message, joined with a single space (as the reference does).
     """
 
     def __init__(self, *message: Any) -> None:
+        if not _qiskit_adopted:  # in case qiskit was loaded past the import hook
+            _adopt_qiskit_bases()
         self.message: str = " ".join(str(part) for part in message)
         super().__init__(self.message)
 
@@ -317,6 +325,8 @@ class UserTimeoutExceededError(ApiError):
 # ------------------------------------------------------------------ qiskit interoperability
 
 _QISKIT_ROOT_MODULE = "qiskit.exceptions"
+_qiskit_adopted = False
+"""Whether both of qiskit's exception modules were seen (then nothing is left to adopt)."""
 _QISKIT_PROVIDER_MODULE = "qiskit.providers.exceptions"
 _PROVIDER_BASES: tuple[tuple[type[RuntimeJobLibraryError], str], ...] = (
     (JobError, "JobError"),
@@ -365,7 +375,9 @@ def _adopt_qiskit_bases() -> bool:
         base = _qiskit_class(provider_module, name)
         if base is not None:
             _add_base(cls, base)
-    return root_module is not None and provider_module is not None
+    global _qiskit_adopted
+    _qiskit_adopted = root_module is not None and provider_module is not None
+    return _qiskit_adopted
 
 
 class _AdoptAfterLoading:

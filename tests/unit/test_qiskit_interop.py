@@ -156,6 +156,12 @@ class TestWithQiskit:
             "import runtime_job\nfrom qiskit.providers.exceptions import JobError",
             id="runtime_job-then-qiskit-providers",
         ),
+        pytest.param(
+            "import runtime_job\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path if 'Qiskit' not in type(f).__name__]\n"
+            "import qiskit",
+            id="qiskit-loaded-past-the-hook",  # then the first error created adopts the bases
+        ),
     ],
 )
 def test_either_import_order_interoperates(imports: str) -> None:
