@@ -8,10 +8,12 @@ Each test talks HTTP to an embedded server, as the latest official client does
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 import requests
 
-from runtime_job.server import LocalRuntimeServer
+from runtime_job.server import LocalRuntimeServer, iam
 from runtime_job.server.iam import TOKEN_TTL
 
 from .conftest import APIKEY_GRANT, TOKENS, Platform, claims
@@ -323,3 +325,18 @@ def test_cancelling_a_batch_cancels_its_jobs(platform: Platform) -> None:
     _cloud_error(
         platform.request("POST", "/sessions", json={"mode": "x", "backend": "local_device"}), 400
     )
+
+
+def test_the_token_lifetime_is_read_when_a_server_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(iam, "TOKEN_TTL", 15)
+    with LocalRuntimeServer(data_dir=tmp_path, tokens=["k"], workers=1) as server:
+        response = requests.post(
+            server.url + "/identity/token",
+            data={"grant_type": APIKEY_GRANT, "apikey": "k"},
+            timeout=10,
+        ).json()
+    assert response["expires_in"] == 15
+    found = claims(response["access_token"])
+    assert found["exp"] - found["iat"] == 15

@@ -35,7 +35,9 @@ from starlette.responses import Response
 from .auth import Authenticator
 
 TOKEN_TTL = 3600
-"""Seconds an access token is valid (IBM's IAM also grants one hour)."""
+"""Seconds an access token is valid (IBM's IAM also grants one hour). Read when a server
+starts: a test may lower it (``monkeypatch.setattr(iam, "TOKEN_TTL", 15)``) to see a client
+renew its token."""
 APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 """The only grant type served."""
 ISSUER = "runtime-job-local-iam"
@@ -63,15 +65,15 @@ class TokenIssuer:
     Args:
         key: The HMAC-SHA256 signing key.
         now: The wall clock, epoch seconds (a seam for tests).
-        ttl: Seconds a token is valid.
+        ttl: Seconds a token is valid (default :data:`TOKEN_TTL` as it is now).
     """
 
     def __init__(
-        self, key: bytes, *, now: Callable[[], float] = time.time, ttl: int = TOKEN_TTL
+        self, key: bytes, *, now: Callable[[], float] = time.time, ttl: int | None = None
     ) -> None:
         self._key = key
         self.now = now
-        self.ttl = ttl
+        self.ttl = TOKEN_TTL if ttl is None else ttl
         self._header = _b64url(json.dumps(_HEADER, separators=(",", ":")).encode())
 
     def _sign(self, signing_input: str) -> str:
