@@ -446,6 +446,7 @@ class JobStream:
         if not isinstance(api, StreamingApi):
             return False
         submit = False
+        opening: _Listener | None = None
         with self._lock:
             if any(slot.consumer is consumer for slot in self._slots):
                 return True
@@ -453,23 +454,12 @@ class JobStream:
             if self._listener is None:
                 if self.failed and not reopen:
                     return False
-                listener = _Listener(self)
-                self._listener = listener
+                opening = self._listener = _Listener(self)
+                self._sub = None
                 self.final_seen = False
                 self._history.clear()
                 self._history_chars = 0
                 self._history_whole = True
-                try:
-                    self._sub = api.open_stream(self._core.job_id, listener)
-                except Exception as err:  # e.g. the hub is closed: poll instead
-                    logger.debug("Cannot stream job %s: %r", self._core.job_id, err)
-                    self._listener = None
-                    self._sub = None
-                    return False
-                if self._listener is not listener:  # it ended at once (a fake, a closed hub)
-                    self._slots.append(slot)
-                    self._end_slot(slot)
-                    return True
             elif replay and consumer.delivered and self._history:
                 if not self._history_whole:
                     logger.warning(
@@ -484,6 +474,30 @@ class JobStream:
             self._slots.append(slot)
         if submit:
             self._submit()
+        if opening is not None:
+            return self._open(api, opening, slot)
+        return True
+
+    def _open(self, api: StreamingApi, listener: _Listener, slot: _Slot) -> bool:
+        """Open the subscription of ``listener`` (no lock held: the hub may connect here)."""
+        try:
+            sub = api.open_stream(self._core.job_id, listener)
+        except Exception as err:  # e.g. the hub is closed: poll instead
+            logger.debug("Cannot stream job %s: %r", self._core.job_id, err)
+            with self._lock:
+                if self._listener is listener:
+                    self._listener = None
+                    slot.live = False
+                    if slot in self._slots:
+                        self._slots.remove(slot)
+                    return False
+            return True  # it was ended meanwhile: the consumer was told
+        with self._lock:
+            current = self._listener is listener
+            if current:
+                self._sub = sub
+        if not current:  # ended (told) or cancelled by the last consumer while opening
+            sub.cancel()
         return True
 
     def detach(self, consumer: StreamConsumer) -> bool:
@@ -698,17 +712,6 @@ class JobStream:
             slot.consumer.on_end(end, error)
         if submit:
             self._submit()
-
-    def _end_slot(self, slot: _Slot) -> None:
-        """Tell a consumer whose subscription ended while it was being attached (lock held)."""
-        self._slots.remove(slot)
-        item = _EndItem(StreamEnd.COMPLETED, None)
-        if slot.consumer.delivered:
-            self._queue.append((slot, item))
-            if self._kick():
-                self._submit()
-        else:
-            slot.consumer.on_end(item.end, item.error)
 
     # -- delivery ------------------------------------------------------------------------
 
