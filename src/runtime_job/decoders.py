@@ -165,6 +165,17 @@ def _primitive_result_classes(*names: str) -> tuple[Any, ...] | None:
     return tuple(found)
 
 
+def _is_v2_result(data: Any) -> bool:
+    """Whether ``data`` is a decoded V2 ``PrimitiveResult`` (qiskit's, or its plain dict).
+
+    The platform's ``sampler`` and ``estimator`` return V2 results (``runtime_job.v2``); the
+    V1 decoders pass them through unchanged.
+    """
+    if isinstance(data, dict):
+        return "pub_results" in data
+    return type(data).__name__ == "PrimitiveResult"
+
+
 class SamplerResultDecoder(ResultDecoder):
     """Final results of the ``sampler`` program, as qiskit's V1 ``SamplerResult``.
 
@@ -189,6 +200,8 @@ class SamplerResultDecoder(ResultDecoder):
                 ``metadata``.
         """
         data = super().decode(raw)
+        if _is_v2_result(data):
+            return data
         classes = _primitive_result_classes("SamplerResult", "QuasiDistribution")
         if classes is None:
             logger.debug("qiskit's SamplerResult is not available; returning the plain dict")
@@ -233,6 +246,8 @@ class EstimatorResultDecoder(ResultDecoder):
             ResultDecodingError: The payload is not JSON or lacks ``values`` and ``metadata``.
         """
         data = super().decode(raw)
+        if _is_v2_result(data):
+            return data
         classes = _primitive_result_classes("EstimatorResult")
         if classes is None:
             logger.debug("qiskit's EstimatorResult is not available; returning the plain dict")

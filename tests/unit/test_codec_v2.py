@@ -271,3 +271,20 @@ def test_a_decoder_class_can_ask_for_plain_results() -> None:
 
     out = Plain.decode(json.dumps(sampler_result()))
     assert bitarray_counts(out["pub_results"][0]["data"]["meas"]) == {"00": 1, "01": 1, "11": 2}
+
+
+def test_v1_program_decoders_pass_v2_results_through() -> None:
+    pytest.importorskip("qiskit")
+    from qiskit.primitives import PrimitiveResult
+
+    from runtime_job.decoders import EstimatorResultDecoder, SamplerResultDecoder
+
+    assert isinstance(SamplerResultDecoder.decode(json.dumps(sampler_result())), PrimitiveResult)
+    assert isinstance(
+        EstimatorResultDecoder.decode(json.dumps(estimator_result())), PrimitiveResult
+    )
+
+    class Plain(SamplerResultDecoder):
+        qiskit_results = False
+
+    assert "pub_results" in Plain.decode(json.dumps(sampler_result()))
