@@ -340,3 +340,21 @@ def test_the_token_lifetime_is_read_when_a_server_starts(
     assert response["expires_in"] == 15
     found = claims(response["access_token"])
     assert found["exp"] - found["iat"] == 15
+
+
+def test_a_token_outlives_a_restart_on_the_same_database(tmp_path: Path) -> None:
+    def backends(server: LocalRuntimeServer, token: str, crn: str) -> int:
+        return requests.get(
+            server.url + "/api/v1/backends",
+            headers={"Authorization": f"Bearer {token}", "Service-CRN": crn},
+            timeout=10,
+        ).status_code
+
+    with LocalRuntimeServer(data_dir=tmp_path, tokens=["k"], workers=1) as server:
+        first = Platform(server.url, "k").login()
+        assert backends(server, first.token, first.crn) == 200
+    with LocalRuntimeServer(data_dir=tmp_path / "other", tokens=["k"], workers=1) as server:
+        # Another database signs with another key: the token means nothing there.
+        assert backends(server, first.token, first.crn) == 401
+    with LocalRuntimeServer(data_dir=tmp_path, tokens=["k"], workers=1) as server:
+        assert backends(server, first.token, first.crn) == 200
