@@ -515,6 +515,7 @@ class JobStream:
                 return False
             slot.live = False
             self._slots.remove(slot)
+            self._idle.notify_all()  # a thread in settle() may have waited for this one
             if not self._slots and self._listener is not None and not self.final_seen:
                 cancel, self._sub, self._listener = self._sub, None, None
                 self._history.clear()
