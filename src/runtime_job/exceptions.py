@@ -326,7 +326,7 @@ class UserTimeoutExceededError(ApiError):
 
 _QISKIT_ROOT_MODULE = "qiskit.exceptions"
 _qiskit_adopted = False
-"""Whether both of qiskit's exception modules were seen (then nothing is left to adopt)."""
+"""Whether qiskit's classes were all found and adopted (then nothing is left to do)."""
 _QISKIT_PROVIDER_MODULE = "qiskit.providers.exceptions"
 _PROVIDER_BASES: tuple[tuple[type[RuntimeJobLibraryError], str], ...] = (
     (JobError, "JobError"),
@@ -361,7 +361,7 @@ def _adopt_qiskit_bases() -> bool:
     qiskit.providers' classes of the same names. Idempotent.
 
     Returns:
-        Whether both of qiskit's exception modules have been seen (nothing left to adopt).
+        Whether every one of qiskit's classes was found (nothing is left to adopt).
     """
     root_module = sys.modules.get(_QISKIT_ROOT_MODULE)
     qiskit_error = _qiskit_class(root_module, "QiskitError")
@@ -370,14 +370,17 @@ def _adopt_qiskit_bases() -> bool:
             RuntimeJobLibraryError.__bases__ = (qiskit_error,)
         except TypeError as err:
             logger.debug("QiskitError cannot be a base of our errors: %s", err)
+    complete = qiskit_error is not None
     provider_module = sys.modules.get(_QISKIT_PROVIDER_MODULE)
     for cls, name in _PROVIDER_BASES:
         base = _qiskit_class(provider_module, name)
-        if base is not None:
+        if base is None:  # not loaded yet (or still loading)
+            complete = False
+        else:
             _add_base(cls, base)
     global _qiskit_adopted
-    _qiskit_adopted = root_module is not None and provider_module is not None
-    return _qiskit_adopted
+    _qiskit_adopted = complete
+    return complete
 
 
 class _AdoptAfterLoading:
@@ -397,7 +400,9 @@ class _AdoptAfterLoading:
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
-        if _adopt_qiskit_bases():
+        # qiskit.providers.exceptions loads after qiskit.exceptions (it imports it): once it
+        # has run, there is nothing left to watch.
+        if _adopt_qiskit_bases() or module.__name__ == _QISKIT_PROVIDER_MODULE:
             _QiskitImportWatcher.remove()
 
 
