@@ -76,8 +76,10 @@ async def interim_results_async(
     """Yield each interim result of ``job`` once, in order, until the job is final.
 
     The job's stream is replayed from its start, so interim results published before the
-    iteration began come first. Leaving the ``async for`` early (``break``, an exception,
-    a cancelled task) closes the stream.
+    iteration began come first (when the job's stream is already open for its callback or a
+    future, what it carried is replayed from memory, up to 4 MiB; beyond, a warning says the
+    earlier ones are skipped). Leaving the ``async for`` early (``break``, an exception, a
+    cancelled task) leaves the stream, which closes unless another consumer uses it.
 
     Args:
         job: The job.
