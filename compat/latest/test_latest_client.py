@@ -115,6 +115,23 @@ def test_estimator_v2_job_mode_exact_and_with_a_precision(service: Any, backend:
     assert result[0].metadata["target_precision"] == 0.02
 
 
+def test_the_simulator_backend_takes_circuits_as_written(service: Any) -> None:
+    """``local_simulator`` says ``simulator: true``: no ISA check, and a Session opens none."""
+    simulator = service.backend("local_simulator")
+    circuit = QuantumCircuit(3)
+    circuit.h(0)
+    circuit.ccx(0, 1, 2)
+    circuit.ry(0.4, 1)
+    circuit.measure_all()
+    with Session(backend=simulator) as session:
+        assert session.session_id is None
+        sampler = SamplerV2(mode=session)
+        sampler.options.simulator.seed_simulator = SEED
+        job = sampler.run([circuit], shots=256)
+        _check_sampler(job.result(timeout=RESULT_TIMEOUT), [(circuit, None, 256)])
+    assert job.backend().name == "local_simulator"
+
+
 # -- sessions and batches ---------------------------------------------------------------------
 
 
