@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from runtime_job.server import LocalRuntimeServer, iam
+from runtime_job.server import LocalRuntimeServer, config, iam
 from runtime_job.server.iam import TOKEN_TTL
 
 from .conftest import APIKEY_GRANT, TOKENS, Platform, claims
@@ -358,3 +358,19 @@ def test_a_token_outlives_a_restart_on_the_same_database(tmp_path: Path) -> None
         assert backends(server, first.token, first.crn) == 401
     with LocalRuntimeServer(data_dir=tmp_path, tokens=["k"], workers=1) as server:
         assert backends(server, first.token, first.crn) == 200
+
+
+def test_a_listing_with_params_stays_within_the_params_budget(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [platform.submit("echo", {"pad": "p" * 100, "n": n}, tags=["budget"]) for n in range(3)]
+    for job_id in ids:
+        platform.wait_final(job_id)
+    monkeypatch.setattr(config, "LIST_PARAMS_BUDGET", 150)
+    first = platform.get("/jobs", params={"tags": "budget"}).json()
+    assert first["count"] == 3 and [j["id"] for j in first["jobs"]] == [ids[2]]
+    assert first["jobs"][0]["params"]["n"] == 2
+    second = platform.get("/jobs", params={"tags": "budget", "offset": 1}).json()
+    assert [j["id"] for j in second["jobs"]] == [ids[1]]
+    without = platform.get("/jobs", params={"tags": "budget", "exclude_params": "true"}).json()
+    assert [j["id"] for j in without["jobs"]] == ids[::-1]

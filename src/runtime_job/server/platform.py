@@ -33,7 +33,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -479,15 +479,25 @@ def platform_router(ctx: AppContext) -> APIRouter:
             flt.ascending = value.upper() == "ASC"
         exclude = query.get("exclude_params")
         with_params = exclude is None or not boolean("exclude_params", exclude)
+        # With params, a page holds at most LIST_PARAMS_BUDGET characters of them (as on the
+        # 2023 routes); ``count`` lets the client page on with ``offset``.
+        budget = config.LIST_PARAMS_BUDGET if with_params else None
         page, count = platform_job_page(
-            store, user, instance.crn, instance.default, flt, limit, offset
+            store, user, instance.crn, instance.default, flt, limit, offset, budget
         )
-        items = [
-            wire_job(job, estimate, (store.get_params(job.id) or "{}") if with_params else None)
-            for job, estimate in page
-        ]
         tail = f'],"count":{count},"limit":{limit},"offset":{offset}}}'
-        return Response('{"jobs":[' + ",".join(items) + tail, 200, media_type=_JSON)
+        if not with_params:
+            items = ",".join(wire_job(job, estimate) for job, estimate in page)
+            return Response('{"jobs":[' + items + tail, 200, media_type=_JSON)
+        return StreamingResponse(_listing(page, tail), 200, media_type=_JSON)
+
+    def _listing(page: list[tuple[JobRecord, float | None]], tail: str) -> Iterator[bytes]:
+        """A listing with params, read and sent a job at a time (in a worker thread)."""
+        yield b'{"jobs":['
+        for index, (job, estimate) in enumerate(page):
+            text = wire_job(job, estimate, store.get_params(job.id) or "{}")
+            yield (text if index == 0 else "," + text).encode("utf-8")
+        yield tail.encode("utf-8")
 
     @api.get("/jobs/{job_id}")
     async def get_job(job_id: str, request: Request) -> Response:

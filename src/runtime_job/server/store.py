@@ -1242,6 +1242,7 @@ def platform_job_page(
     flt: JobFilter,
     limit: int,
     offset: int,
+    params_budget: int | None = None,
 ) -> tuple[list[tuple[JobRecord, float | None]], int]:
     """One page of a user's jobs of one instance, and how many match (limit and offset aside).
 
@@ -1254,6 +1255,8 @@ def platform_job_page(
         flt: The listing's filters.
         limit: Most jobs on the page.
         offset: Matching jobs to skip.
+        params_budget: When set, the page ends before the job whose params would take the
+            page's params past this many characters (the first job always fits).
 
     Returns:
         ``([(job, estimated seconds), ...], count)``.
@@ -1265,15 +1268,22 @@ def platform_job_page(
     width = _JOB_COLUMNS.count(",") + 1
     with store.read() as conn:
         count = int(conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {clause}", args).fetchone()[0])
-        rows = conn.execute(
-            f"SELECT {_JOB_COLUMNS}, est_seconds FROM jobs WHERE {clause} "
+        cur = conn.execute(
+            f"SELECT {_JOB_COLUMNS}, est_seconds, length(params) FROM jobs WHERE {clause} "
             f"ORDER BY num {order} LIMIT ? OFFSET ?",
             [*args, limit, offset],
-        ).fetchall()
-    page = [
-        (JobRecord.from_row(row[:width]), None if row[width] is None else float(row[width]))
-        for row in rows
-    ]
+        )
+        page: list[tuple[JobRecord, float | None]] = []
+        used = 0
+        try:
+            for row in cur:
+                used += int(row[width + 1] or 0)
+                if params_budget is not None and page and used > params_budget:
+                    break
+                estimate = None if row[width] is None else float(row[width])
+                page.append((JobRecord.from_row(row[:width]), estimate))
+        finally:
+            cur.close()
     return page, count
 
 
