@@ -537,8 +537,8 @@ class PlatformClient:
         Query, in order, each only when set: ``exclude_params=true`` (always first),
         ``limit``, ``offset``, ``backend``, ``pending``, ``program``, ``tags`` (repeated),
         ``session_id``, ``created_after``, ``created_before`` (UTC ISO 8601), ``sort=ASC``
-        (only when not descending). ``hub``/``group``/``project`` and ``cursor`` are not
-        part of this dialect and are ignored; ``instance`` picks the instance (default:
+        (only when not descending), then ``cursor`` when given (our server's listing
+        extension). ``hub``/``group``/``project`` are not part of this dialect and are ignored; ``instance`` picks the instance (default:
         the active one). Each job's reason code is folded into its reason.
         """
         from .client import to_utc_isoformat
@@ -564,6 +564,8 @@ class PlatformClient:
             query.append(("created_before", to_utc_isoformat(created_before)))
         if not descending:
             query.append(("sort", "ASC"))
+        if cursor is not None:
+            query.append(("cursor", cursor))  # our server's extension, only when asked
         session = self._session_for(instance or self.instance)
         response = session.request(
             "GET", "/jobs", params=query, headers={"Accept": "application/json"}
