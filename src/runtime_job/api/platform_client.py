@@ -538,8 +538,9 @@ class PlatformClient:
         ``limit``, ``offset``, ``backend``, ``pending``, ``program``, ``tags`` (repeated),
         ``session_id``, ``created_after``, ``created_before`` (UTC ISO 8601), ``sort=ASC``
         (only when not descending), then ``cursor`` when given (our server's listing
-        extension). ``hub``/``group``/``project`` are not part of this dialect and are ignored; ``instance`` picks the instance (default:
-        the active one). Each job's reason code is folded into its reason.
+        extension). ``hub``/``group``/``project`` are not part of this dialect and are
+        ignored; ``instance`` picks the instance (default: the active one). Each job's
+        reason code is folded into its reason.
         """
         from .client import to_utc_isoformat
 
