@@ -198,7 +198,7 @@ class TestJobs:
         rsps.add(responses.GET, f"{API_US}/instances/usage", json={"usage_limit_reached": True})
         rsps.add(responses.POST, f"{API_US}/jobs", json={"id": "job-2"})
         with pytest.warns(UserWarning, match="usage limit"):
-            client.program_run("sampler", None, {}, None, None, None, None)
+            client.program_run("sampler", "ibm_a", {}, None, None, None, None)
 
     def test_status_get_and_reason_codes(
         self, rsps: responses.RequestsMock, client: PlatformClient
@@ -441,3 +441,22 @@ class TestTokenRefreshMidRun:
             f"{API_US}/jobs/j",
         ]
         assert all(call.response.status_code == 200 for call in rsps.calls)
+
+
+def test_a_job_without_a_backend_gets_the_first_listed(
+    rsps: responses.RequestsMock, client: PlatformClient
+) -> None:
+    grant_reply(rsps, TOKEN)
+    rsps.add(responses.GET, f"{API_US}/backends", json={"devices": [{"name": "ibm_x"}]})
+    rsps.add(responses.GET, f"{API_US}/instances/usage", json={})
+    rsps.add(
+        responses.POST,
+        f"{API_US}/jobs",
+        match=[matchers.json_params_matcher({"backend": "ibm_x"}, strict_match=False)],
+        json={"id": "j"},
+    )
+    client.program_run("hello-world", None, {}, None, None, None, None)
+    client.program_run("hello-world", None, {}, None, None, None, None)
+    assert (
+        sum(call.request.url.endswith("/backends?include_mocks=True") for call in rsps.calls) == 1
+    )

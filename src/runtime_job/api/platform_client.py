@@ -251,6 +251,7 @@ class PlatformClient:
         self._sessions: dict[str, HttpSession] = {}
         self._job_instances: dict[str, str] = {}
         self._backend_instances: dict[str, str] = {}
+        self._chosen_backend: str | None = None
         self.instances: list[PlatformInstance] = []
         if instance is None or validate_instance:
             found = discover_instances(
@@ -365,9 +366,10 @@ class PlatformClient:
 
         The body keys, in order, each only when set: ``program_id``, ``params`` (V2 pubs in
         wire form, QPY at most version 17), ``runtime``, ``log_level`` (always; default
-        ``WARNING``), ``backend``, ``session_id``, ``tags``, ``cost``, ``start_session`` with
-        ``session_time``, ``private``, ``calibration_id``. ``hgp`` is ignored (the instance
-        is the ``Service-CRN``).
+        ``WARNING``), ``backend`` (always: without one, the first backend listed),
+        ``session_id``, ``tags``, ``cost``, ``start_session`` with ``session_time``,
+        ``private``, ``calibration_id``. ``hgp`` is ignored (the instance is the
+        ``Service-CRN``).
 
         Returns:
             The server's response (``id``, ``backend``, ...).
@@ -378,6 +380,8 @@ class PlatformClient:
         from .. import codec
         from ..pubs import prepare_inputs
 
+        if not backend_name:
+            backend_name = self._default_backend()
         crn = self._backend_instances.get(backend_name or "", self.instance)
         session = self._session_for(crn)
         self._check_usage(session)
@@ -417,6 +421,22 @@ class PlatformClient:
         if crn != self.instance:
             self._job_instances[str(data["id"])] = crn
         return data
+
+    def _default_backend(self) -> str | None:
+        """The backend of a job submitted without one: the first the instances list.
+
+        Every job of this dialect names its backend (the platform refuses one that does
+        not); 0.11 scripts that leave it to the server get the preferred instance's first
+        backend, asked once per client.
+        """
+        with self._lock:
+            chosen = self._chosen_backend
+        if chosen is None:
+            names = self.list_backends()
+            chosen = names[0] if names else None
+            with self._lock:
+                self._chosen_backend = chosen
+        return chosen
 
     def _check_usage(self, session: HttpSession) -> None:
         """``GET /instances/usage`` before a submission: warn when the limit is reached."""
