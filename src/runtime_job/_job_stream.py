@@ -460,7 +460,7 @@ class JobStream:
                 self._history.clear()
                 self._history_chars = 0
                 self._history_whole = True
-            elif replay and consumer.delivered and self._history:
+            elif replay and consumer.delivered and (self._history or not self._history_whole):
                 if not self._history_whole:
                     logger.warning(
                         "Job %s: the interim results published before this consumer joined "
