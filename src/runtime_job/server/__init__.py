@@ -17,19 +17,30 @@ Example::
         print(server.url, server.token)
 
 Importing this package is cheap: the web framework is imported only when an embedded
-server is created.
+server is created, and the launcher (subprocesses, HTTP probes) only when it is used, so a
+worker process, which needs only the programs, starts fast.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .launcher import ensure_local_server, join_local_server, stop_local_servers
 from .paths import DataDir, default_data_dir
 from .programs import LocalBackend, ProgramRegistry, UserMessenger
 
 if TYPE_CHECKING:
+    from .launcher import ensure_local_server, join_local_server, stop_local_servers
     from .local import DataDirInUse, LocalRuntimeServer
+
+_LAZY = {
+    "LocalRuntimeServer": ".local",
+    "DataDirInUse": ".local",
+    "ensure_local_server": ".launcher",
+    "join_local_server": ".launcher",
+    "stop_local_servers": ".launcher",
+}
+"""Public names imported on first use, and their modules."""
 
 __all__ = [
     "DataDir",
@@ -46,8 +57,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("LocalRuntimeServer", "DataDirInUse"):
-        from . import local
-
-        return getattr(local, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """Import a public name's module on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
