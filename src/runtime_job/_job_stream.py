@@ -207,9 +207,12 @@ class JobCore:
 
     # -- status --------------------------------------------------------------------------
 
-    def fetch(self, deadline: Deadline | None = None) -> JobResponse:
-        """``GET /jobs/{id}``, validated once."""
-        return self.api.fetch_job(self.job_id, deadline=deadline)
+    def fetch(
+        self, deadline: Deadline | None = None, *, exclude_params: bool | None = None
+    ) -> JobResponse:
+        """``GET /jobs/{id}``, validated once (``exclude_params``: ``None`` lets the client
+        choose, ``False`` asks for the inputs)."""
+        return self.api.fetch_job(self.job_id, exclude_params=exclude_params, deadline=deadline)
 
     def refresh_status(self, deadline: Deadline | None = None) -> None:
         """Ask the server for the status unless it is final, and record it.

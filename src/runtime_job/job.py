@@ -33,6 +33,7 @@ from . import codec
 from ._callbacks import CALLBACK_ERRORS, CallbackErrors
 from ._job_state import check_timeout
 from ._job_stream import CallbackConsumer, JobCore
+from .api.protocol import PollingApi
 from .decoders import ResultDecoder, resolve_decoders
 from .exceptions import (
     ConflictError,
@@ -99,7 +100,9 @@ class RuntimeJob:
     """The job interface version (qiskit's ``JobV1``)."""
 
     poll_policy: PollPolicy = DEFAULT_POLL_POLICY
-    """How status is polled while waiting without a stream."""
+    """How status is polled while waiting without a stream (unless set on the job or a
+    subclass, a client that says how its service wants to be polled, ``poll_policy_for``,
+    decides)."""
 
     def __init__(
         self,
@@ -197,7 +200,7 @@ class RuntimeJob:
         if raw is not None:
             self._params = _decode_params(raw)
         if not self._params:
-            self._params = _decode_params(self._get_job().params)
+            self._params = _decode_params(self._core.fetch(exclude_params=False).params)
         return self._params
 
     @property
@@ -307,7 +310,7 @@ class RuntimeJob:
         deadline = Deadline(timeout)
         bound = deadline if timeout is not None else None
         try:
-            core.wait_final(deadline, timeout, self.poll_policy)
+            core.wait_final(deadline, timeout, self._wait_policy())
             self._raise_callback_error()
             if state.status is JobStatus.ERROR:
                 message = state.reason if state.reason else state.error_message
@@ -416,7 +419,7 @@ class RuntimeJob:
         """
         check_timeout(timeout)
         try:
-            self._core.wait_final(Deadline(timeout), timeout, self.poll_policy)
+            self._core.wait_final(Deadline(timeout), timeout, self._wait_policy())
         except UserTimeoutExceededError as err:
             raise RuntimeJobTimeoutError(
                 f"Timed out waiting for job to complete after {timeout} secs."
@@ -599,6 +602,14 @@ class RuntimeJob:
 
     def _get_job(self) -> JobResponse:
         return self._core.fetch()
+
+    def _wait_policy(self) -> PollPolicy:
+        """The poll policy of a wait: the job's own if set, else the client's, else the default."""
+        policy = self.poll_policy
+        api = self._api_client
+        if policy is RuntimeJob.poll_policy and isinstance(api, PollingApi):
+            return api.poll_policy_for(self._session_id)
+        return policy
 
     def _refresh_status_quietly(self) -> None:
         try:

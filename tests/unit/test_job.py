@@ -30,6 +30,7 @@ from runtime_job.exceptions import (
 )
 from runtime_job.job import RuntimeJob
 from runtime_job.status import JobStatus
+from runtime_job.timing import PollPolicy
 from tests.support.clock import FakeClock
 from tests.support.waiting import wait_until
 
@@ -789,3 +790,52 @@ def test_result_inside_a_callback_does_not_wait_for_that_callback() -> None:
     assert job.result(timeout=10) == "r"
     assert inner == ["r", "r"]  # from the interim callback, then from the final one
     assert client.count("job_results") == 0
+
+
+def test_a_client_that_says_how_to_poll_sets_the_pace_unless_the_job_does(
+    fake_clock: FakeClock,
+) -> None:
+    class PacedClient(FakeRuntimeClient):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[str | None] = []
+            self.times: list[float] = []
+
+        def poll_policy_for(self, session_id: str | None) -> PollPolicy:
+            self.asked.append(session_id)
+            return PollPolicy(initial=0.5, factor=1.0, ratio=0.0, max_interval=0.5)
+
+        def job_get(self, job_id: str, exclude_params: bool | None = None) -> dict[str, Any]:
+            self.times.append(fake_clock.now)
+            return super().job_get(job_id, exclude_params)
+
+    client = PacedClient()
+    client.add_job("j", statuses=["RUNNING"] * 4 + ["COMPLETED"], session_id="s")
+    job = make_job(client, "j", session_id="s")
+    job.wait_for_final_state(timeout=60)
+    gaps = [b - a for a, b in zip(client.times, client.times[1:], strict=False)]
+    assert client.asked == ["s"] and gaps == [pytest.approx(0.5)] * 4
+    client.add_job("k", statuses=["RUNNING"] * 4 + ["COMPLETED"])
+    own = make_job(client, "k")
+    own.poll_policy = PollPolicy(initial=2.0, factor=1.0, ratio=0.0, max_interval=2.0)
+    client.times.clear()
+    own.wait_for_final_state(timeout=60)
+    gaps = [b - a for a, b in zip(client.times, client.times[1:], strict=False)]
+    assert client.asked == ["s"] and gaps == [pytest.approx(2.0)] * 4
+
+
+def test_inputs_are_fetched_with_params_and_statuses_as_the_client_chooses() -> None:
+    client = FakeRuntimeClient()
+    client.add_job("j", statuses=["RUNNING"], params={"x": 1})
+    seen: list[bool | None] = []
+    original = client.fetch_job
+
+    def fetch_job(job_id: str, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("exclude_params"))
+        return original(job_id, **kwargs)
+
+    client.fetch_job = fetch_job  # type: ignore[method-assign]
+    job = make_job(client, "j")
+    job.status()
+    assert job.inputs == {"x": 1}
+    assert seen == [None, False]

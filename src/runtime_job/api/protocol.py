@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from ..timing import Deadline
 
 if TYPE_CHECKING:
+    from ..timing import PollPolicy
     from .models import JobResponse
 
 
@@ -55,6 +56,15 @@ class JobApi(Protocol):
 
     def job_metadata(self, job_id: str, *, deadline: Deadline | None = None) -> str:
         """``GET /jobs/{id}/metrics``: the metrics JSON text."""
+        ...
+
+
+@runtime_checkable
+class PollingApi(Protocol):
+    """Optional: the client knows how often its service wants a job's status asked."""
+
+    def poll_policy_for(self, session_id: str | None) -> PollPolicy:
+        """The polling pace for a job (in the session ``session_id``, if any)."""
         ...
 
 
@@ -162,6 +172,7 @@ class StreamingApi(Protocol):
 __all__ = [
     "ExternalResultApi",
     "JobApi",
+    "PollingApi",
     "StreamEnd",
     "StreamFrame",
     "StreamListener",
