@@ -334,6 +334,10 @@ class PlatformClient:
         """The CRN of the instance a job was found under (or the active one)."""
         return self._job_instances.get(job_id, self.instance)
 
+    has_interim_results = False
+    """This dialect has no interim results: a job's result callback gets the final result
+    once, at the end (``RuntimeJob`` reads this)."""
+
     def poll_policy_for(self, session_id: str | None) -> PollPolicy:
         """How often to ask for a job's status: 0.5 s at first, 0.1 s in a session or batch."""
         return SESSION_POLL_POLICY if session_id else JOB_POLL_POLICY
