@@ -25,6 +25,7 @@ from runtime_job.exceptions import (
     IBMInputValueError,
     IBMNotAuthorizedError,
     NotFoundError,
+    RequestsApiError,
 )
 from tests.support.clock import FakeClock
 
@@ -460,3 +461,15 @@ def test_a_job_without_a_backend_gets_the_first_listed(
     assert (
         sum(call.request.url.endswith("/backends?include_mocks=True") for call in rsps.calls) == 1
     )
+
+
+def test_an_echoed_access_token_is_redacted_from_errors(
+    rsps: responses.RequestsMock, client: PlatformClient
+) -> None:
+    grant_reply(rsps, TOKEN)
+    echo = {"errors": [{"message": f"bad token {TOKEN} and key {API_KEY}"}]}
+    rsps.add(responses.GET, f"{API_US}/jobs/j/metrics", json=echo, status=400)
+    with pytest.raises(RequestsApiError) as info:
+        client.job_metadata("j")
+    text = str(info.value) + repr(info.value) + str(vars(info.value))
+    assert TOKEN not in text and API_KEY not in text and "<redacted>" in text

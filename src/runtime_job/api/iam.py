@@ -26,6 +26,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import requests
@@ -96,6 +97,7 @@ class IamTokenManager:
         timeout: ``(connect, read)`` seconds per IAM request.
         session: The ``requests`` session to use (default: one of its own, closed by
             :meth:`close`).
+        on_token: Called with each new access token (so a transport can redact it).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class IamTokenManager:
         proxies: dict[str, str] | None = None,
         timeout: tuple[float, float] = IAM_TIMEOUT,
         session: requests.Session | None = None,
+        on_token: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(api_key, str) or not api_key.strip():
             raise IBMAccountError("An IBM Cloud API key is needed (token=...).")
@@ -118,6 +121,7 @@ class IamTokenManager:
         self._own_session = session is None
         self._session = session or requests.Session()
         self._lock = threading.Lock()
+        self.on_token = on_token
         self._token: str | None = None
         self._expires_at = 0.0  # monotonic: EXPIRY_MARGIN before exp
         self._refresh_at = 0.0  # monotonic: after REFRESH_FRACTION of the lifetime
@@ -188,6 +192,8 @@ class IamTokenManager:
         self._refresh_at = min(self._expires_at, started + REFRESH_FRACTION * remaining)
         self.grants += 1
         logger.debug("IAM token obtained, valid for %.0f s", remaining)
+        if self.on_token is not None:
+            self.on_token(token)
 
     def _post(self, deadline: Deadline | None) -> Any:
         url = self.iam_url + TOKEN_PATH

@@ -248,6 +248,7 @@ class PlatformClient:
             proxies=self.params.proxy_config.to_request_params() or None,
         )
         self.params.token_manager = self._iam
+        self._iam.on_token = self._redact_token
         self._sessions: dict[str, HttpSession] = {}
         self._job_instances: dict[str, str] = {}
         self._backend_instances: dict[str, str] = {}
@@ -317,8 +318,17 @@ class PlatformClient:
                 session = HttpSession(
                     params, base_url=params.api_base, retry_policy=self._retry_policy
                 )
+                for secret in self._iam.secrets():
+                    session.add_secret(secret)
                 self._sessions[crn] = session
             return session
+
+    def _redact_token(self, token: str) -> None:
+        """Make every session's redaction know a new access token."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.add_secret(token)
 
     def _crns(self) -> list[str]:
         return [item.crn for item in self.instances] or [self.instance]
