@@ -21,6 +21,7 @@ from runtime_job.api.platform_client import (
 from runtime_job.api.protocol import StreamingApi
 from runtime_job.exceptions import (
     ConflictError,
+    IBMAccountError,
     IBMApiError,
     IBMInputValueError,
     IBMNotAuthorizedError,
@@ -473,3 +474,20 @@ def test_an_echoed_access_token_is_redacted_from_errors(
         client.job_metadata("j")
     text = str(info.value) + repr(info.value) + str(vars(info.value))
     assert TOKEN not in text and API_KEY not in text and "<redacted>" in text
+
+
+def test_iam_failure_after_init_never_sends_the_key_to_the_quantum_host(
+    ordered: responses.RequestsMock, fake_clock: FakeClock
+) -> None:
+    """platform.md 2.4: the official client falls back to ``Authorization: apikey``; not us."""
+    grant_reply(ordered, jwt(60, serial=1))
+    ordered.add(responses.GET, f"{API_US}/jobs/j", json={"id": "j"})
+    grant_reply(ordered, "", status=400)  # the key was revoked meanwhile
+    with PlatformClient(API_KEY, CRN_US) as made:
+        made.fetch_job("j")
+        fake_clock.advance(55)  # within 10 s of exp: a new grant is needed, and refused
+        with pytest.raises(IBMAccountError, match="IAM refused the API key") as info:
+            made.fetch_job("j")
+    assert API_KEY not in str(info.value)
+    assert len(ordered.calls) == 3  # nothing else went to the quantum host
+    assert_key_only_sent_to_iam(ordered)
