@@ -410,21 +410,6 @@ class JobFilter:
     ascending: bool = False
 
 
-@dataclass
-class StreamSnapshot:
-    """A consistent view of a job for a stream: its record and frames after a point.
-
-    Attributes:
-        job: The job, or ``None`` if it was deleted.
-        frames: ``(seq, payload)`` of the interim results after the point, in order.
-        result: The final result text, when the job is final and it was asked for.
-    """
-
-    job: JobRecord | None
-    frames: list[tuple[int, str]]
-    result: str | None
-
-
 class Store:
     """The server's SQLite database.
 
@@ -703,62 +688,6 @@ class Store:
         row = self._conn().execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (QUEUED,))
         return int(row.fetchone()[0])
 
-    def list_jobs(
-        self, user_id: str, flt: JobFilter, limit: int, offset: int, with_params: bool
-    ) -> tuple[list[tuple[JobRecord, str | None]], int]:
-        """One page of a user's jobs and the total matching the filters.
-
-        Returns:
-            ``([(job, params text or None), ...], count)``.
-        """
-        where = ["user_id = ?"]
-        args: list[Any] = [user_id]
-        if flt.backend is not None:
-            where.append("backend = ?")
-            args.append(flt.backend)
-        if flt.pending is not None:
-            states = ACTIVE_STATES if flt.pending else FINAL_STATES
-            where.append(f"status IN ({','.join('?' * len(states))})")
-            args.extend(states)
-        if flt.program is not None:
-            where.append("program_id = ?")
-            args.append(flt.program)
-        if flt.session_id is not None:
-            where.append("session_id = ?")
-            args.append(flt.session_id)
-        if flt.created_after is not None:
-            where.append("created >= ?")
-            args.append(flt.created_after)
-        if flt.created_before is not None:
-            where.append("created <= ?")
-            args.append(flt.created_before)
-        if flt.hgp is not None:
-            where.append("hub = ? AND grp = ? AND project = ?")
-            args.extend(flt.hgp)
-        tags = sorted(set(flt.tags))
-        if tags:
-            where.append(
-                f"(SELECT COUNT(*) FROM job_tags t WHERE t.job_id = jobs.id "
-                f"AND t.tag IN ({','.join('?' * len(tags))})) = ?"
-            )
-            args.extend(tags)
-            args.append(len(tags))
-        clause = " AND ".join(where)
-        order = "ASC" if flt.ascending else "DESC"
-        columns = _JOB_COLUMNS + (", params" if with_params else "")
-        with self.read() as conn:
-            count = int(
-                conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {clause}", args).fetchone()[0]
-            )
-            rows = conn.execute(
-                f"SELECT {columns} FROM jobs WHERE {clause} ORDER BY num {order} LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            ).fetchall()
-        page = [
-            (JobRecord.from_row(row[:21]), str(row[21]) if with_params else None) for row in rows
-        ]
-        return page, count
-
     def mark_running(self, job_id: str, now: float, qiskit_version: str | None = None) -> bool:
         """Move a queued job to running; false if it is no longer queued.
 
@@ -816,25 +745,6 @@ class Store:
             "SELECT text FROM logs WHERE job_id = ? ORDER BY seq", (job_id,)
         )
         return "".join(str(row[0]) for row in rows)
-
-    def snapshot(self, job_id: str, after: int, with_result: bool) -> StreamSnapshot:
-        """The job and its interim results after ``after``, read in one transaction."""
-        with self.read() as conn:
-            job = _get_job(conn, job_id, None)
-            if job is None:
-                return StreamSnapshot(None, [], None)
-            frames = [
-                (int(row[0]), str(row[1]))
-                for row in conn.execute(
-                    "SELECT seq, payload FROM interim WHERE job_id = ? AND seq > ? ORDER BY seq",
-                    (job_id, after),
-                )
-            ]
-            result = None
-            if with_result and job.final:
-                row = conn.execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                result = "" if row is None or row[0] is None else str(row[0])
-        return StreamSnapshot(job, frames, result)
 
     def get_cursor(self, job_id: str, user_id: str) -> int:
         """How far plain-stream connections of ``user_id`` have delivered ``job_id``."""
@@ -1163,7 +1073,6 @@ __all__ = [
     "ResultReader",
     "StorageUnavailable",
     "Store",
-    "StreamSnapshot",
     "is_storage_error",
     "iso_utc",
     "storable",
