@@ -46,7 +46,7 @@ from .api.protocol import (
     StreamingApi,
     StreamSubscription,
 )
-from .api.stream.pool import WorkerPool
+from ._pool import WorkerPool
 from .exceptions import IBMRuntimeError, ResultDecodingError, RuntimeJobTimeoutError
 from .status import JobStatus, error_message_for, job_status_from_api
 from .timing import Deadline, PollPolicy, clock

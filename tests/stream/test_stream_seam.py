@@ -243,7 +243,7 @@ def test_frames_seen_by_a_client_hub_are_delivered(
 def test_importing_the_worker_pool_and_the_policy_does_not_load_the_hub() -> None:
     code = (
         "import sys, runtime_job.futures, runtime_job.api;"
-        "from runtime_job.api.stream.pool import WorkerPool;"
+        "from runtime_job._pool import WorkerPool;"
         "from runtime_job.api import ReconnectPolicy;"
         "loaded = [m for m in ('websocket', 'runtime_job.api.stream.hub') if m in sys.modules];"
         "print(loaded)"

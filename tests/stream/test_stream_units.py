@@ -25,7 +25,7 @@ from runtime_job.api.stream.frames import (
     encode_close,
     parse_close,
 )
-from runtime_job.api.stream.pool import WorkerPool
+from runtime_job._pool import WorkerPool
 from runtime_job.exceptions import WebsocketError
 
 from .streamkit import close_frame, frame

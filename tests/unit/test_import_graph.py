@@ -26,8 +26,39 @@ SERVER_FORBIDDEN = (
     "runtime_job.cli",
     "runtime_job.api.client",
     "runtime_job.api.session",
+    "runtime_job.api.retry",
+    "runtime_job.api.errors",
+    "runtime_job.api.body",
+    "runtime_job.api.stream",
+    "runtime_job._job_stream",
+    "runtime_job._job_state",
 )
 """What the local server must never import (it runs without the client's user objects)."""
+
+
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "shared leaves",
+        ("_version", "_redact", "timing", "exceptions", "_logging", "_process", "_pool"),
+    ),
+    ("codec", ("codec", "v2", "pubs")),
+    ("transport", ("api", "api.*")),
+    (
+        "job core",
+        ("_job_stream", "_job_state", "_callbacks", "decoders", "backend", "options", "status"),
+    ),
+    ("configuration", ("config",)),
+    ("user objects", ("job", "_job_members", "futures", "aio", "monitor", "service")),
+    ("entry points", ("cli", "")),
+)
+"""The client's layers, lowest first, as ``docs/architecture.md`` draws them (the package root
+``""`` re-exports the public names). A module may import its own layer and those below."""
+CORE_FORBIDDEN_PREFIXES = (
+    "runtime_job.api.client",
+    "runtime_job.api.session",
+    "runtime_job.api.stream",
+)
+"""The job core and the user objects reach the transport only through its protocol and models."""
 
 
 def _modules() -> dict[str, Path]:
@@ -193,3 +224,49 @@ def test_the_server_imports_none_of_the_user_objects_or_the_http_client() -> Non
         reached = _reachable(graph, module)
         bad = sorted(reached.intersection(SERVER_FORBIDDEN))
         assert not bad, f"{module} imports {bad}"
+
+
+def _layer(module: str) -> int | None:
+    """The index in :data:`LAYERS` of a client module (``None``: a server module)."""
+    short = module.removeprefix(PACKAGE).removeprefix(".")
+    if short == "server" or short.startswith("server."):
+        return None
+    for index, (_, patterns) in enumerate(LAYERS):
+        for pattern in patterns:
+            if short == pattern or (pattern.endswith(".*") and short.startswith(pattern[:-1])):
+                return index
+    raise AssertionError(f"{module} is in no layer of docs/architecture.md: place it there")
+
+
+def test_every_client_module_imports_only_its_layer_and_those_below() -> None:
+    upward = []
+    for module, targets in sorted(import_graph().items()):
+        mine = _layer(module)
+        if mine is None:
+            continue
+        for target in sorted(targets):
+            theirs = _layer(target)
+            if theirs is None:
+                # The CLI serves; the service starts or joins the embedded server
+                # (channel="local"). Nothing else of the client reaches the server.
+                allowed = module == "runtime_job.cli" or (
+                    module == "runtime_job.service" and target == "runtime_job.server"
+                )
+                if not allowed:
+                    upward.append(f"{module} -> {target} (the server)")
+            elif theirs > mine:
+                upward.append(f"{module} ({LAYERS[mine][0]}) -> {target} ({LAYERS[theirs][0]})")
+    assert upward == [], "upward imports: " + "; ".join(upward)
+
+
+def test_the_job_core_and_user_objects_see_the_transport_only_through_its_protocol() -> None:
+    graph = import_graph()
+    core_and_up = [m for m in MODULES if (_layer(m) or 0) >= 3 and m != "runtime_job.service"]
+    bad = [
+        f"{m} -> {t}"
+        for m in sorted(core_and_up)
+        if m not in ("runtime_job", "runtime_job.cli")
+        for t in sorted(graph[m])
+        if t.startswith(CORE_FORBIDDEN_PREFIXES)
+    ]
+    assert bad == [], "reaches into the transport: " + "; ".join(bad)

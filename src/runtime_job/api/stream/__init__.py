@@ -12,10 +12,10 @@ One module per job (``docs/streaming.md`` has the design):
 - :mod:`.reconnect`: :class:`ReconnectPolicy`.
 - :mod:`.reactor` and :mod:`.lease`: the one thread that reads every socket, and how a
   waiting thread borrows its loop.
-- :mod:`.frames`: websocket frames; :mod:`.pool`: the bounded worker threads.
+- :mod:`.frames`: websocket frames (the bounded worker threads are :mod:`runtime_job._pool`).
 
 Importing this package is cheap: the hub (and websocket-client) load on first use of a
-name below, so :mod:`.pool` and :mod:`.reconnect` can be used without them.
+name below, so :mod:`.reconnect` can be used without them.
 
 Example::
 

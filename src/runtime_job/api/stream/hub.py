@@ -53,7 +53,7 @@ from .handshake import (
     handshake,
     safe_url,
 )
-from .pool import WorkerPool
+from ..._pool import WorkerPool
 from .reactor import Reactor, TimerHandle
 from .reconnect import (
     DEFAULT_BACKOFF_INITIAL,

@@ -1,7 +1,8 @@
 """A small bounded pool of named daemon threads that start on demand and exit when idle.
 
-The stream hub runs two of these: one for blocking websocket handshakes, one for listener
-callbacks. Unlike :class:`concurrent.futures.ThreadPoolExecutor`, a worker that finds no work
+The stream hub runs two of these (blocking websocket handshakes; listener calls), the job
+core one (result callbacks) and the completion watcher two (status requests; done and status
+callbacks). Unlike :class:`concurrent.futures.ThreadPoolExecutor`, a worker that finds no work
 for ``idle_timeout`` seconds exits, so nothing lingers after the last stream ends, and a new
 worker is started whenever queued tasks outnumber the idle workers (up to the bound), so one
 task that blocks (a slow listener) does not hold up the others.
