@@ -5,7 +5,7 @@ Commands::
     runtime-job serve [--host 127.0.0.1] [--port 0] [--data-dir DIR] [--token TOKEN ...]
                       [--tls-cert FILE --tls-key FILE] [--workers N] [--program ID=MOD:FUNC ...]
                       [--insecure-bind] [--no-streams] [--hold-for-streams SECONDS]
-                      [--log-level LEVEL] [--idle-timeout SECONDS]
+                      [--no-stream-replay] [--log-level LEVEL] [--idle-timeout SECONDS]
     runtime-job serve --stop [--data-dir DIR]
     runtime-job [CONNECTION] jobs list [--limit N] [--skip N] [--program ID] [--pending |
                       --no-pending] [--tag TAG ...] [--backend NAME] [--session ID]
@@ -233,6 +233,13 @@ def add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "at most (default 0: run jobs as soon as a worker is free)",
     )
     parser.add_argument(
+        "--no-stream-replay",
+        dest="stream_replay",
+        action="store_false",
+        help="play the hosted service: a stream gets only the interim results published "
+        "after it connected, none from before",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -321,6 +328,7 @@ def _serve(args: argparse.Namespace) -> int:
             insecure_bind=args.insecure_bind,
             streams=args.streams,
             hold_for_streams=args.hold_for_streams,
+            stream_replay=args.stream_replay,
         )
     except ValueError as err:
         return _serve_failed(args, EXIT_USAGE, str(err))

@@ -161,6 +161,9 @@ class AppContext:
         runner: The worker pool.
         hub: Websocket wake-ups.
         max_body: Largest accepted request body in bytes.
+        stream_replay: A stream starts with what was published before it connected (the
+            default). ``False`` plays the hosted service: a stream gets only the interim
+            results published after its handshake, then the job's end.
     """
 
     store: Store
@@ -169,6 +172,7 @@ class AppContext:
     runner: Runner
     hub: StreamHub
     max_body: int = config.MAX_BODY_BYTES
+    stream_replay: bool = True
 
 
 def _request_id() -> str:
@@ -850,6 +854,9 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
     hub, store = ctx.hub, ctx.store
     recorded = after
     event = hub.subscribe(job_id)
+    if not ctx.stream_replay and (now := store.get_job(job_id)) is not None:
+        job = now  # live only: what was published before the handshake is skipped
+        after = max(after, now.n_interim)
     receiver: asyncio.Task[Message] = asyncio.ensure_future(websocket.receive())
     try:
         if sequenced:
@@ -859,7 +866,8 @@ async def _stream(websocket: WebSocket, job_id: str, ctx: AppContext) -> None:
             )
         else:
             await websocket.send_text("ACK")
-            after = recorded = store.get_cursor(job_id, user)
+            recorded = store.get_cursor(job_id, user)
+            after = max(after, recorded)
         ctx.runner.stream_opened(job_id)  # a job held until its client listens may run
         while True:
             event.clear()

@@ -260,6 +260,8 @@ class LocalRuntimeServer:
         hold_for_streams: Seconds a queued job waits for a client on its stream before it
             runs anyway (0, the default: it runs as soon as a worker is free). Plays a
             service that starts each job when its client listens.
+        stream_replay: ``False`` plays the hosted service, which never replays: a stream
+            gets only the interim results published after it connected (and the job's end).
         max_connections: Most connections served at once (default
             :data:`~runtime_job.server.config.MAX_CONNECTIONS`); beyond it the oldest one
             still waiting for a request is closed, or, when all are busy, the newcomer.
@@ -285,6 +287,7 @@ class LocalRuntimeServer:
         max_body: int | None = None,
         streams: bool = True,
         hold_for_streams: float = 0.0,
+        stream_replay: bool = True,
         max_connections: int = limits.MAX_CONNECTIONS,
         request_head_timeout: float = limits.REQUEST_HEAD_TIMEOUT,
     ) -> None:
@@ -319,6 +322,7 @@ class LocalRuntimeServer:
         if not hold_for_streams >= 0:
             raise ValueError("hold_for_streams must be a number of seconds, 0 or more.")
         self.hold_for_streams = float(hold_for_streams)
+        self.stream_replay = stream_replay
         if max_connections < 1 or not request_head_timeout > 0:
             raise ValueError("max_connections and request_head_timeout must be positive.")
         self.max_connections = max_connections
@@ -445,6 +449,7 @@ class LocalRuntimeServer:
         )
         self._auth = auth = Authenticator(self._tokens, store)
         ctx = AppContext(store=store, auth=auth, programs=self.programs, runner=runner, hub=hub)
+        ctx.stream_replay = self.stream_replay
         if self.max_body is not None:
             ctx.max_body = self.max_body
         routers = [platform_router(ctx), legacy_extras_router(ctx)]
