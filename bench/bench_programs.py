@@ -26,6 +26,7 @@ def stamped_stream(
     count: int = 10,
     interval: float = 0.01,
     start_at: float = 0.0,
+    delay: float = 0.0,
 ) -> dict[str, Any]:
     """Publish ``{"index": i, "t": time.time()}`` for ``i`` in ``0..count-1``.
 
@@ -33,12 +34,14 @@ def stamped_stream(
     push the later ones back). With ``start_at`` (a ``time.time()`` instant), the first
     message waits for that instant and the schedule counts from it, so that jobs given the
     same ``start_at`` publish together (a job that starts after it catches up at once).
+    With ``delay`` (seconds), the schedule starts that long after the job starts running: a
+    program that takes a moment before its first interim result.
 
     Returns:
         ``{"count": count, "t": <the instant of return>}``.
     """
     count = int(count)
-    start = time.monotonic()
+    start = time.monotonic() + float(delay)
     if start_at:
         # The wall-clock instant on this process's monotonic clock, which the sleeps use.
         start += float(start_at) - time.time()

@@ -481,10 +481,12 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
     """N ``bench-stream`` jobs, each streamed to a callback (the limit: a thread per job).
 
     Scenarios 3 (``streaming``), 8 (``held``, on the server that holds each job for its
-    client) and 9 (``common``). With ``start_in`` (seconds), the worker picks the instant
-    ``time.time() + start_in`` just before its first submission and gives it to every job as
-    ``start_at``: all jobs then start publishing at that one instant, once the client has
-    submitted them all (if ``start_in`` is long enough: ``start_missed`` says when not).
+    client), 9 (``common``) and 10 (``burst``, on the server that does not replay). With
+    ``start_in`` (seconds), the worker picks the instant ``time.time() + start_in`` just
+    before its first submission and gives it to every job as ``start_at``: all jobs then start
+    publishing at that one instant, once the client has submitted them all (if ``start_in`` is
+    long enough: ``start_missed`` says when not). With ``delay``, each job publishes its
+    first interim result that long after it starts running.
     """
     n, count, interval = int(args["jobs"]), int(args["count"]), float(args["interval"])
     timeout = float(args["timeout"])
@@ -499,11 +501,14 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
             time.sleep(ahead)
 
     _raise_fd_limit()
+    if client == "limit":
+        import websocket  # noqa: F401  (imported before the clock starts, as the clients do)
     lock = threading.Lock()
     indices: list[list[int]] = [[] for _ in range(n)]
     delays: list[float] = []
     finals = [threading.Event() for _ in range(n)]
     final_counts = [0] * n
+    run_times: list[float] = []  # each run() of a client (the limit: none)
 
     def on_message(k: int, message: Any) -> None:
         now = time.time()
@@ -521,11 +526,15 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
     # Log in (and import everything) before measuring.
     raw = Raw() if client == "limit" else None
     service = make_service(client) if raw is None else None
+    if args.get("warmup"):
+        _warm_stream(raw, service)
     gc.collect()
     rss_before = proc_status_kib("VmRSS")
     reset_peak_rss()
     threads_before = threading.active_count()
     inputs: dict[str, Any] = {"count": count, "interval": interval}
+    if args.get("delay"):
+        inputs["delay"] = float(args["delay"])
     with Sampler() as sampler:
         if start_in:
             inputs["start_at"] = time.time() + start_in
@@ -557,7 +566,9 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
                     on_message(k, message)
 
                 wait_turn(k)
+                t0 = time.perf_counter()
                 service.run("bench-stream", inputs, options=OPTIONS, callback=callback)
+                run_times.append(time.perf_counter() - t0)
         submitted = time.perf_counter() - start
         deadline = time.monotonic() + timeout
         for event in finals:
@@ -565,7 +576,8 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
         wall = time.perf_counter() - start
     complete = all(event.is_set() for event in finals)
     with lock:
-        lost = sum(len(set(range(count)) - set(got)) for got in indices)
+        lost_by_job = {k: len(set(range(count)) - set(got)) for k, got in enumerate(indices)}
+        lost = sum(lost_by_job.values())
         duplicated = sum(len(got) - len(set(got)) for got in indices)
         out_of_order = sum(got != sorted(got) for got in indices)
         finals_missing = sum(1 for c in final_counts if c == 0)
@@ -580,6 +592,9 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
         "wall_s": wall,
         "submit_s": submitted,
         "lost": lost + finals_missing,
+        "lost_interim": lost,
+        "run_ms": [round(t * 1e3, 2) for t in run_times],
+        "lost_interim_jobs": {str(k): v for k, v in lost_by_job.items() if v},  # by submission
         "duplicated": duplicated + finals_duplicated,
         "out_of_order_jobs": out_of_order,
         "delivered": sum(len(x) for x in indices) + sum(final_counts),
@@ -592,6 +607,22 @@ def scenario_streaming(client: str, args: dict[str, Any]) -> dict[str, Any]:
         "rss_growth_mib": (proc_status_kib("VmHWM") - rss_before) / 1024,
         "peak_rss_mib": proc_status_kib("VmHWM") / 1024,
     }
+
+
+def _warm_stream(raw: Raw | None, service: Any) -> None:
+    """One job of one interim result with its stream, before the clock: what a client does
+    once per process (its stream machinery's start, its first websocket) is not timed."""
+    inputs = {"count": 1, "interval": 0.0}
+    if raw is not None:
+        ws = raw.websocket(raw.submit("bench-stream", inputs), seq=True)
+        try:
+            raw_wait_seq(ws)
+        finally:
+            ws.close()
+        return
+    service.run("bench-stream", inputs, options=OPTIONS, callback=lambda *a: None).result(
+        timeout=60
+    )
 
 
 def _raise_fd_limit() -> None:
@@ -734,6 +765,7 @@ SCENARIOS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     "streaming": scenario_streaming,
     "held": scenario_streaming,  # the same, against a server that holds jobs for their client
     "common": scenario_streaming,  # the same, every job publishing from one instant (start_in)
+    "burst": scenario_streaming,  # the same, unpaced, against a server that does not replay
     "large": scenario_large,
     "listing": scenario_listing,
     "submit": scenario_submit,
