@@ -135,12 +135,17 @@ def leftovers_cancelled(*tokens: str) -> Callable[..., Iterator[None]]:
     """An autouse package fixture: at the package's end, cancel its users' unfinished jobs.
 
     A package that leaves a long job running on a shared server would otherwise hold a
-    worker during the next package's tests. Servers not started by then are left alone.
+    worker during the next package's tests. Servers not started by then are left alone, and
+    a server is asked only about the users it has: another package's server (still running
+    when its scope is the session) does not know these tokens and would answer 401.
     """
 
     def _cancel_leftovers() -> Iterator[None]:
         yield
         for server in list(_STARTED):
-            cancel_pending(server, tokens)
+            known = set(server.tokens)
+            ours = [token for token in tokens if token in known]
+            if ours:
+                cancel_pending(server, ours)
 
     return pytest.fixture(scope="package", autouse=True)(_cancel_leftovers)
