@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runtime_job import QiskitRuntimeService, RuntimeJob, RuntimeOptions, RuntimeService, timing
+from runtime_job import QiskitRuntimeService, RuntimeJob, RuntimeOptions, RuntimeService
 from runtime_job.api.params import ClientParameters
 from runtime_job.backend import IBMRetiredBackend
 from runtime_job.exceptions import (
@@ -21,6 +21,7 @@ from runtime_job.exceptions import (
     RuntimeProgramNotFound,
 )
 from runtime_job.status import JobStatus
+from tests.support import FakeClock
 
 from .fakes import FakeRuntimeClient, StreamingFakeClient
 
@@ -303,23 +304,6 @@ def test_listed_jobs_decode_their_inputs_when_asked() -> None:
 # -- the backend status asked before run() ------------------------------------------------
 
 
-class FakeTime:
-    """The monotonic clock of the library, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    fake = FakeTime()
-    monkeypatch.setattr(timing.clock, "monotonic", fake.monotonic)
-    return fake
-
-
 class StatusClient(FakeRuntimeClient):
     """Counts status requests; ``messages`` sets a backend's ``status_msg``."""
 
@@ -341,17 +325,17 @@ def run_quietly(service: RuntimeService, **opts: Any) -> RuntimeJob:
 
 
 @pytest.mark.parametrize("make", SERVICES)
-def test_a_burst_of_runs_asks_an_active_backend_once(make: Any, fake_time: FakeTime) -> None:
+def test_a_burst_of_runs_asks_an_active_backend_once(make: Any, fake_clock: FakeClock) -> None:
     client = StatusClient()
     service = make(client)
     for _ in range(5):
         run_quietly(service)
     assert client.count("backend_status") == 1
     assert client.count("program_run") == 5
-    fake_time.now += 29.9
+    fake_clock.now += 29.9
     run_quietly(service)
     assert client.count("backend_status") == 1
-    fake_time.now += 0.1
+    fake_clock.now += 0.1
     run_quietly(service)
     run_quietly(service)
     assert client.count("backend_status") == 2
@@ -359,7 +343,7 @@ def test_a_burst_of_runs_asks_an_active_backend_once(make: Any, fake_time: FakeT
     assert client.calls.count(("backend_status", "unique_backend_0")) == 1
 
 
-def test_the_status_is_kept_per_instance(fake_time: FakeTime) -> None:
+def test_the_status_is_kept_per_instance(fake_clock: FakeClock) -> None:
     client = StatusClient()
     service = quantum(client)
     run_quietly(service, instance="hub0/group0/project0")
@@ -369,7 +353,7 @@ def test_the_status_is_kept_per_instance(fake_time: FakeTime) -> None:
 
 
 @pytest.mark.parametrize("make", SERVICES)
-def test_a_backend_not_active_warns_at_every_run(make: Any, fake_time: FakeTime) -> None:
+def test_a_backend_not_active_warns_at_every_run(make: Any, fake_clock: FakeClock) -> None:
     client = StatusClient()
     client.messages["common_backend"] = "maintenance"
     service = make(client)
@@ -385,16 +369,16 @@ def test_a_backend_not_active_warns_at_every_run(make: Any, fake_time: FakeTime)
     assert client.count("backend_status") == 4
     # Not active again: noticed once the active status is 30 s old.
     client.messages["common_backend"] = "internal"
-    fake_time.now += 29.0
+    fake_clock.now += 29.0
     run_quietly(service)
-    fake_time.now += 1.0
+    fake_clock.now += 1.0
     with pytest.warns(UserWarning, match="currently has a status of internal"):
         run(service)
     assert client.count("backend_status") == 5
     assert client.count("program_run") == 7
 
 
-def test_a_backend_not_operational_does_not_warn_and_is_asked_again(fake_time: FakeTime) -> None:
+def test_a_backend_not_operational_does_not_warn_and_is_asked_again(fake_clock: FakeClock) -> None:
     class Down(StatusClient):
         def backend_status(self, backend_name: str) -> dict[str, Any]:
             return {**super().backend_status(backend_name), "operational": False}
