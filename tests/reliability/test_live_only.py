@@ -25,6 +25,7 @@ from runtime_job.server import LocalRuntimeServer
 from tests.integration.helpers import ALICE as HELPERS_ALICE
 from tests.integration.helpers import served, ws_open, ws_read_all
 from tests.support import wait_until
+from tests.support.server import server_fixture
 
 from .conftest import ALICE
 
@@ -43,17 +44,15 @@ def gated(backend: Any, user_messenger: Any, gate: str = "", after: int = 2) -> 
     return {"published": int(after) + 1}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    """A server of this module's own that does not replay (one worker)."""
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("live-only"),
-        tokens=[ALICE],
-        workers=1,
-        programs={"gated": f"{__name__}:gated"},
-        stream_replay=False,
-    ) as srv:
-        yield srv
+server = server_fixture(
+    scope="module",
+    name="live-only",
+    tokens=[ALICE],
+    workers=1,
+    programs={"gated": f"{__name__}:gated"},
+    stream_replay=False,
+)
+"""A server of this module's own that does not replay (one worker)."""
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from runtime_job.server import LocalRuntimeServer
 from runtime_job.server import config as server_config
 from runtime_job.server.store import Store
 from tests.support import wait_until
+from tests.support.server import server_fixture
 
 from .conftest import ALICE
 from .edge_programs import PROGRAMS as EDGE_PROGRAMS
@@ -74,16 +75,10 @@ class StoreReads:
             return self.job_reads + len(self.batches)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    """A server of this module's own (one worker, the blob-stream program)."""
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("stream-memory"),
-        tokens=[ALICE],
-        workers=1,
-        programs=EDGE_PROGRAMS,
-    ) as srv:
-        yield srv
+server = server_fixture(
+    scope="module", name="stream-memory", tokens=[ALICE], workers=1, programs=EDGE_PROGRAMS
+)
+"""A server of this module's own (one worker, the blob-stream program)."""
 
 
 @pytest.fixture

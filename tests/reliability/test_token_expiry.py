@@ -18,6 +18,7 @@ from runtime_job.exceptions import IBMNotAuthorizedError
 from runtime_job.server import LocalRuntimeServer
 from runtime_job.server.auth import ACCESS_TOKEN_TTL, Authenticator, token_digest
 from runtime_job.server.store import Store
+from tests.support.server import server_fixture
 
 API_TOKEN = "expiry-api-token-0a1b2c"
 START = 1_900_000_000.0
@@ -33,12 +34,8 @@ class WallClock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("expiry"), tokens=[API_TOKEN], workers=1
-    ) as srv:
-        yield srv
+server = server_fixture(scope="module", name="expiry", tokens=[API_TOKEN], workers=1, programs={})
+"""A server of its own: the tests move its authenticator's wall clock."""
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import importlib.util
 import json
 import random
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -16,10 +14,12 @@ from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd
 from runtime_job.api.stream import StreamHub
 from runtime_job.exceptions import WebsocketAuthenticationError, WebsocketError
+from runtime_job.server import LocalRuntimeServer
+from tests.support.server import STREAM_HUB
 
 from .streamkit import LoopThread, Recorder, TcpProxy
 
-TOKEN = "stream-hub-token-0123456789"
+TOKEN = STREAM_HUB
 
 pytestmark = pytest.mark.skipif(
     not any(importlib.util.find_spec(m) for m in ("websockets", "wsproto")),
@@ -27,13 +27,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from runtime_job.server import LocalRuntimeServer
-
-    data_dir: Path = tmp_path_factory.mktemp("local-server")
-    with LocalRuntimeServer(data_dir=data_dir, tokens=[TOKEN], workers=1) as srv:
-        yield srv
+@pytest.fixture
+def local_server(session_server: LocalRuntimeServer) -> LocalRuntimeServer:
+    """The session's default server (``server`` here is the scripted websocket server)."""
+    return session_server
 
 
 def submit(server: object, program: str, params: dict[str, object]) -> str:

@@ -40,8 +40,20 @@ CLI_STRANGER = "cli-stranger-token-0123456789"
 """CLI tests: a user who owns nothing."""
 MIGRATION = "migration-token-0123456789"
 """The migration example (a reference-style script through the ``ibm_quantum`` login)."""
+STREAM_HUB = "stream-hub-token-0123456789"
+"""Stream hub tests against the real server (``tests/stream/test_stream_local_server.py``)."""
 
-DEFAULT_TOKENS = (ALICE, BOB, CAROL, E2E, CLI_MAIN, CLI_LISTER, CLI_STRANGER, MIGRATION)
+DEFAULT_TOKENS = (
+    ALICE,
+    BOB,
+    CAROL,
+    E2E,
+    CLI_MAIN,
+    CLI_LISTER,
+    CLI_STRANGER,
+    MIGRATION,
+    STREAM_HUB,
+)
 DEFAULT_WORKERS = 2
 """Two warm workers: tests that fill the pool submit two blockers."""
 
