@@ -27,7 +27,9 @@ from .exceptions import IBMInputValueError, IBMRuntimeError, RequestsApiError
 from .status import JOB_FINAL_STATES, JobStatus
 
 if TYPE_CHECKING:
+    from ._job_state import JobState
     from .api.models import JobResponse
+    from .api.protocol import JobApi
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,10 @@ class LaterJobMembers:
     ``metrics()`` and ``backend()``.
     """
 
-    _api_client: Any
+    _api_client: JobApi
     _job_id: str
     _tags: list[str] | None
-    _state: Any
-    _later: dict[str, Any]
+    _state: JobState
 
     if TYPE_CHECKING:  # provided by the job
 
@@ -101,7 +102,7 @@ class LaterJobMembers:
 
     def _job_body(self) -> JobResponse:
         """``GET /jobs/{id}`` (without the inputs)."""
-        model: JobResponse = self._api_client.fetch_job(self._job_id, exclude_params=True)
+        model = self._api_client.fetch_job(self._job_id, exclude_params=True)
         extra = model.model_extra or {}
         cache = self._later_cache()
         if isinstance(extra.get("private"), bool):
@@ -200,8 +201,7 @@ class LaterJobMembers:
         cached: QueueInfo | None = self._later_cache().get("queue_info")
         if cached is not None and cached.position is not None:
             return cached.position
-        position: int | None = self._state.queue_position
-        return position
+        return self._state.queue_position
 
     def queue_info(self) -> QueueInfo | None:
         """The job's queue position and the server's time estimates (asked now).
@@ -261,11 +261,12 @@ class LaterJobMembers:
                 running = datetime.fromisoformat(text)
             except ValueError:
                 running = None
+        client: Any = self._api_client
         try:
             try:
-                raw = self._api_client.backend_properties(backend.name, datetime=running)
+                raw = client.backend_properties(backend.name, datetime=running)
             except NotImplementedError:  # the 2023 routes take no date
-                raw = self._api_client.backend_properties(backend.name)
+                raw = client.backend_properties(backend.name)
         except RequestsApiError as err:
             raise IBMRuntimeError(f"Failed to get backend properties: {err}") from err
         value = BackendConfiguration(raw) if raw else None

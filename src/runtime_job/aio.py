@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,12 @@ async def interim_results_async(
         WebsocketError: The stream failed for good (see ``docs/streaming.md``).
     """
     core = core_of(job)
+    if not core.stream.can_stream and getattr(core.api, "has_interim_results", True) is False:
+        # A dialect without interim results (the platform): nothing to yield, and the
+        # iteration ends when the job does, as it would after its last interim result.
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(job.to_future())
+        return
     if not core.stream.can_stream:
         raise IBMRuntimeError(
             f"Cannot stream results of job {job.job_id()}: "

@@ -74,7 +74,11 @@ ENV_VARS: Final = MappingProxyType(
 DEFAULT_ACCOUNT_NAME: Final = "default"
 """An account with this name is the default one (after a flagged one)."""
 CHANNEL_DEFAULT_NAMES: Final = MappingProxyType(
-    {"ibm_cloud": "default-ibm-cloud", "ibm_quantum": "default-ibm-quantum"}
+    {
+        "ibm_cloud": "default-ibm-cloud",
+        "ibm_quantum": "default-ibm-quantum",
+        "ibm_quantum_platform": "default-ibm-quantum-platform",
+    }
 )
 """The reference's default account names, per channel, in the order they are tried."""
 DEFAULT_FLAG: Final = "is_default_account"
@@ -472,7 +476,7 @@ def describe_sources(config: ServiceConfig) -> str:
 def _check_channel(channel: Any, source: str) -> None:
     if channel not in CHANNELS:
         raise IBMInputValueError(
-            f"Invalid channel {channel!r} (from {source}): use ibm_quantum, ibm_cloud or local."
+            f"Invalid channel {channel!r} (from {source}): use one of {', '.join(CHANNELS)}."
         )
 
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._callbacks import call_guarded
 from ._job_stream import SILENT_STREAM_POLL_POLICY, JobCore, core_of
 from ._process import ProcessSingleton
-from .api.protocol import StreamEnd, StreamFrame
+from .api.protocol import PollingApi, StreamEnd, StreamFrame
 from ._pool import WorkerPool
 from .exceptions import IBMNotAuthorizedError, RequestsApiError
 from .status import JOB_FINAL_STATES, JobStatus
@@ -377,12 +377,20 @@ class Watcher:
     def __repr__(self) -> str:
         return f"<Watcher {self.watched_count} jobs, running={self.running}>"
 
+    def _policy(self, job: RuntimeJob) -> PollPolicy:
+        """The client's polling pace when it names one (the platform dialect's, never faster
+        than its 0.5 s), else the watcher's."""
+        api = job._api_client
+        if isinstance(api, PollingApi):
+            return api.poll_policy_for(job._session_id)
+        return self.poll_policy
+
     # -- bookkeeping (the condition held) -------------------------------------------------
 
     def _watch(self, job: RuntimeJob) -> _Watch:
         entry = self._entries.get(job)
         if entry is None:
-            entry = _Watch(job, self.poll_policy.intervals(), self.safety_policy.intervals())
+            entry = _Watch(job, self._policy(job).intervals(), self.safety_policy.intervals())
             self._entries[job] = entry
             if not self._closed:
                 self._ready.append(entry)
@@ -604,7 +612,7 @@ class Watcher:
             if end is StreamEnd.CANCELLED:
                 return
             if end is StreamEnd.FAILED:
-                entry.intervals = self.poll_policy.intervals()
+                entry.intervals = self._policy(entry.job).intervals()
             self._check_locked(entry)
 
     def _future_done(self, job: RuntimeJob, future: Future[Any]) -> None:

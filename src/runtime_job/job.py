@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from ._callbacks import CALLBACK_ERRORS, CallbackErrors
+from ._job_members import LaterJobMembers
 from ._job_state import check_timeout
 from ._job_stream import CallbackConsumer, JobCore
 from .api.protocol import PollingApi
@@ -48,7 +49,7 @@ from .exceptions import (
     RuntimeJobTimeoutError,
     UserTimeoutExceededError,
 )
-from .status import JOB_FINAL_STATES, RAN_TOO_LONG, JobStatus
+from .status import JOB_FINAL_STATES, JobStatus, ran_too_long
 from .timing import DEFAULT_POLL_POLICY, Deadline, PollPolicy
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ DecoderChoice = type[ResultDecoder] | tuple[type[ResultDecoder], type[ResultDeco
 _check_timeout = check_timeout
 
 
-class RuntimeJob:
+class RuntimeJob(LaterJobMembers):
     """A job of the runtime service (the reference's ``RuntimeJob``).
 
     Args:
@@ -314,7 +315,7 @@ class RuntimeJob:
             self._raise_callback_error()
             if state.status is JobStatus.ERROR:
                 message = state.reason if state.reason else state.error_message
-                if state.reason == RAN_TOO_LONG:
+                if ran_too_long(state.reason):
                     raise RuntimeJobMaxTimeoutError(message)
                 raise RuntimeJobFailureError(f"Unable to retrieve job result. {message}")
             if state.status is JobStatus.CANCELLED:
@@ -343,6 +344,8 @@ class RuntimeJob:
         Args:
             decoder: A :class:`ResultDecoder` subclass for this call (ignored once cached).
         """
+        if getattr(self._api_client, "has_interim_results", True) is False:
+            return None  # the platform dialect has none (nothing to ask, nothing to decode)
         if not self._final_interim_results:
             final = self.status() in JOB_FINAL_STATES
             raw = self._api_client.job_interim_results(self._job_id)
@@ -475,6 +478,9 @@ class RuntimeJob:
     ) -> None:
         stream = self._core.stream
         if not stream.can_stream:
+            if getattr(self._api_client, "has_interim_results", True) is False:
+                self._callback_at_end(callback, callback_errors)
+                return
             raise IBMRuntimeError(
                 f"Cannot stream results of job {self._job_id}: "
                 f"{type(self._api_client).__name__} does not support streaming."
@@ -482,6 +488,27 @@ class RuntimeJob:
         consumer = CallbackConsumer(self._core, callback, decoder, callback_errors)
         self._callback = consumer
         stream.attach(consumer, replay=True)
+
+    def _callback_at_end(self, callback: ResultCallback, callback_errors: CallbackErrors) -> None:
+        """Give ``callback`` the final result once, when the job is done.
+
+        For a client whose dialect has no interim results (``has_interim_results`` false,
+        the platform): what 0.11 gave a callback at the end. It runs on a callback thread of
+        the completion watcher; a failed or cancelled job gives it nothing.
+        """
+
+        def deliver(job: RuntimeJob) -> None:
+            if job._state.status is not JobStatus.DONE:
+                return
+            value = job.result()
+            try:
+                callback(job.job_id(), value)
+            except Exception as err:
+                if callback_errors == "raise":
+                    job._state.record_callback_error(err)
+                raise
+
+        self.add_done_callback(deliver)
 
     def _raise_callback_error(self) -> None:
         err = self._state.callback_error

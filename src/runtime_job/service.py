@@ -27,6 +27,7 @@ from .api.params import (
     ClientParameters,
     ProxyConfiguration,
 )
+from .api.platform_client import PLATFORM_CHANNELS, PlatformClient
 from .api.protocol import StreamingApi
 from .backend import Backend, BackendStatus, IBMRetiredBackend
 from .config import resolve_config
@@ -114,12 +115,16 @@ class RuntimeService:
     ``docs/configuration.md``.
 
     Args:
-        channel: ``"ibm_quantum"``, ``"ibm_cloud"`` or ``"local"``.
-        token: API token (for ``local``, the server's token).
-        url: Authentication URL (ibm_quantum), cloud URL (ibm_cloud) or server URL (local).
+        channel: ``"ibm_quantum"``, ``"ibm_quantum_platform"`` (today's IBM Quantum
+            Platform, ``docs/platform.md``), ``"ibm_cloud"`` (the same now) or ``"local"``.
+        token: API token (for ``local``, the server's token; for the platform, an IBM Cloud
+            API key, sent only to IAM).
+        url: Authentication URL (ibm_quantum), cloud URL or quantum API URL (platform) or
+            server URL (local).
         filename: The account file to read instead of ``~/.qiskit/qiskit-ibm.json``.
         name: Use the saved account of this name (the environment is then not read).
-        instance: ``hub/group/project`` (ibm_quantum) or CRN (ibm_cloud). On ibm_quantum,
+        instance: ``hub/group/project`` (ibm_quantum) or CRN (platform; ``None`` finds the
+            key's instances and prefers a free plan). On ibm_quantum,
             ``run()`` and ``backend()`` look in it first, then in the account's other
             hub/group/projects; one the account does not have is ignored with a warning.
         proxies: Proxy settings (``{"urls": {...}}``), used for every connection.
@@ -163,16 +168,13 @@ class RuntimeService:
             elif not token:
                 raise IBMInputValueError("A token is required to use a local server by URL.")
             params = ClientParameters(channel="local", token=token, url=url, **common)
-        elif channel == "ibm_cloud":
-            if not token or not instance:
-                raise IBMInputValueError("The ibm_cloud channel needs a token and an instance.")
-            params = ClientParameters(
-                channel="ibm_cloud",
-                token=token,
-                url=url or IBM_CLOUD_URL,
-                instance=instance,
-                **common,
-            )
+        elif channel in PLATFORM_CHANNELS:
+            # Today's IBM Quantum Platform (docs/platform.md); ibm_cloud is the same now.
+            if not token:
+                raise IBMInputValueError(f"The {channel} channel needs a token (an API key).")
+            platform = PlatformClient(token, instance, channel=channel, url=url, **common)
+            self._attach(channel, platform.params, platform, {}, platform.instance)
+            return
         elif channel == "ibm_quantum":
             if not token:
                 raise IBMInputValueError("The ibm_quantum channel needs a token.")
@@ -180,7 +182,8 @@ class RuntimeService:
                 _split_instance(instance)  # a malformed instance fails before any request
         else:
             raise IBMInputValueError(
-                f"Invalid channel {channel!r}: use ibm_quantum, ibm_cloud or local."
+                f"Invalid channel {channel!r}: use ibm_quantum, ibm_quantum_platform, "
+                "ibm_cloud or local."
             )
         hgp_names: list[str] = []
         if channel == "ibm_quantum":
@@ -607,6 +610,24 @@ class RuntimeService:
             raise RuntimeJobNotFound(f"Job not found: {err.message}") from err
         except RequestsApiError as err:
             raise IBMRuntimeError(f"Failed to delete job: {err}") from err
+
+    def usage(self) -> dict[str, Any]:
+        """The usage of the service's instance (``GET /instances/usage``).
+
+        Returns:
+            ``usage_consumed_seconds``, ``usage_limit_seconds``, ``usage_limit_reached`` and,
+            when there is a limit, ``usage_remaining_seconds``, as the server sends them.
+
+        Raises:
+            IBMRuntimeError: The request failed, or the client has no such call.
+        """
+        getter = getattr(self._api_client, "instance_usage", None)
+        if getter is None:
+            raise IBMRuntimeError(f"{type(self._api_client).__name__} cannot report usage.")
+        try:
+            return dict(getter())
+        except RequestsApiError as err:
+            raise IBMRuntimeError(f"Failed to get usage: {err}") from err
 
     def _decode_job(self, model: JobResponse) -> RuntimeJob:
         """A job from the validated body of ``GET /jobs/{id}``."""

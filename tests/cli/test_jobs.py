@@ -354,7 +354,7 @@ def test_usage_errors_exit_2(cli: Cli, tmp_path: Any) -> None:
         ["--token", "x", "serve"],
         ["--account-file", str(broken), "jobs", "list"],
         ["--account", "nobody", "jobs", "list"],
-        ["--channel", "ibm_cloud", "--token", "x", "jobs", "list"],
+        ["--channel", "ibm_cloud", "jobs", "list"],
     ]
     results = cli.many(commands, token=None)
     for args, result in zip(commands, results, strict=True):
@@ -363,7 +363,7 @@ def test_usage_errors_exit_2(cli: Cli, tmp_path: Any) -> None:
     *_, bad_file, no_account, no_instance = results
     assert f"The account file {broken} is not valid JSON" in bad_file.stderr
     assert "No account named 'nobody'" in no_account.stderr
-    assert "needs a token and an instance" in no_instance.stderr
+    assert "needs a token" in no_instance.stderr
 
 
 def test_token_with_a_trailing_newline_works(cli: Cli) -> None:

@@ -264,9 +264,8 @@ def test_tokens_never_appear_in_logs_reprs_errors_or_the_database(
                 )
                 local = RuntimeService(channel="local", url=proxy.url, token=api_token)
                 quantum = RuntimeService(channel="ibm_quantum", url=srv.api_url, token=api_token)
-                cloud = RuntimeService(
-                    channel="ibm_cloud", url=srv.url, token=api_token, instance="local-instance"
-                )
+                # ibm_cloud is the platform dialect now: IAM, discovery, /api/v1.
+                cloud = RuntimeService(channel="ibm_cloud", url=srv.url, token=api_token)
                 access_token = quantum._client_params.token
                 assert access_token and access_token != api_token
                 try:

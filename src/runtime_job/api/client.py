@@ -618,6 +618,28 @@ class RuntimeClient:
         """
         return self._session.request("GET", f"/jobs/{_q(job_id)}/metrics", deadline=deadline).text
 
+    def update_tags(self, job_id: str, tags: Sequence[str]) -> None:
+        """``PUT /jobs/{id}/tags`` with ``{"tags": [...]}`` (later clients' ``update_tags``).
+
+        Raises:
+            RequestsApiError: The request failed (404: no such job).
+        """
+        self._session.request("PUT", f"/jobs/{_q(job_id)}/tags", json_body={"tags": list(tags)})
+
+    def instance_usage(self) -> dict[str, Any]:
+        """``GET /instances/usage`` (later clients' ``service.usage()``), with
+        ``usage_remaining_seconds`` added when the server gives a limit.
+
+        Raises:
+            RequestsApiError: The request failed.
+        """
+        usage = _json_object(self._session.request("GET", "/instances/usage"), "instance usage")
+        limit = usage.get("usage_limit_seconds", usage.get("usage_allocation_seconds"))
+        consumed = usage.get("usage_consumed_seconds")
+        if isinstance(limit, int | float) and isinstance(consumed, int | float):
+            usage["usage_remaining_seconds"] = max(limit - consumed, 0)
+        return usage
+
     def close_session(self, session_id: str) -> None:
         """``DELETE /sessions/{id}/close``.
 

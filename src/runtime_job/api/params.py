@@ -20,13 +20,19 @@ from urllib.parse import urlparse
 
 from ..exceptions import IBMInputValueError
 
-Channel = Literal["ibm_quantum", "ibm_cloud", "local"]
-CHANNELS: tuple[str, ...] = ("ibm_quantum", "ibm_cloud", "local")
+Channel = Literal["ibm_quantum", "ibm_cloud", "ibm_quantum_platform", "local"]
+CHANNELS: tuple[str, ...] = ("ibm_quantum", "ibm_cloud", "ibm_quantum_platform", "local")
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 """Seconds to establish a TCP (and TLS) connection."""
 DEFAULT_READ_TIMEOUT = 60.0
 """Seconds to wait for the next bytes of a response (not the whole response)."""
+
+_PLATFORM_AUTH = (
+    "The ibm_quantum_platform channel authenticates with IAM bearer tokens: use "
+    "RuntimeService(channel='ibm_quantum_platform', ...) or "
+    "runtime_job.api.platform_client.PlatformClient. The API key is sent only to IAM."
+)
 
 _CRN_RE = re.compile(r"(.*?):(.*?):(.*?):(.*?):(.*?):(.*?):.*")
 
@@ -205,7 +211,9 @@ class ClientParameters:
     """How to reach and authenticate with one runtime service.
 
     Args:
-        channel: ``"ibm_quantum"``, ``"ibm_cloud"`` or ``"local"``.
+        channel: ``"ibm_quantum"``, ``"ibm_cloud"`` (at this level 0.11's cloud protocol;
+            ``RuntimeService`` speaks the platform dialect on it), ``"ibm_quantum_platform"``
+            (bearer tokens from IAM, see :mod:`runtime_job.api.platform_client`) or ``"local"``.
         token: API token (ibm_quantum before login, ibm_cloud, local) or access token.
             Surrounding whitespace is dropped, here and whenever it is replaced later;
             a token with a character that cannot be sent in a header is refused
@@ -271,18 +279,32 @@ class ClientParameters:
             :class:`CloudAuth` on ``ibm_cloud``, else :class:`QuantumAuth`, made from the
             current token (and instance); a later token needs a new handler.
         """
+        if self.channel == "ibm_quantum_platform":
+            raise IBMInputValueError(_PLATFORM_AUTH)
         if self.channel == "ibm_cloud":
             return CloudAuth(api_key=self.token, crn=self.instance)
         return QuantumAuth(access_token=self.token)
 
     def auth_headers(self) -> dict[str, str]:
-        """The authentication headers for this channel (REST and websocket alike)."""
+        """The authentication headers for this channel (REST and websocket alike).
+
+        ``ibm_quantum_platform`` has none here: its bearer tokens come from IAM, through
+        ``runtime_job.api.platform_client.PlatformParameters`` (the API key is never sent
+        anywhere but IAM).
+        """
+        if self.channel == "ibm_quantum_platform":
+            raise IBMInputValueError(_PLATFORM_AUTH)
         if self.channel == "ibm_cloud":
             return {"Service-CRN": self.instance or "", "Authorization": f"apikey {self.token}"}
         return {"X-Access-Token": self.token}
 
     def get_runtime_api_base_url(self) -> str:
-        """The base URL of the runtime API (derived from the CRN on ibm_cloud)."""
+        """The base URL of the runtime API (derived from the CRN on ibm_cloud and
+        ibm_quantum_platform; see ``runtime_job.api.platform``)."""
+        if self.channel == "ibm_quantum_platform":
+            from .platform import quantum_api_base
+
+            return quantum_api_base(self.url, self.instance)
         url = self.url or ""
         instance = self.instance
         if isinstance(instance, str) and instance.startswith("crn:") and "experimental" not in url:
