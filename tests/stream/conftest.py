@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.stream import StreamHub
+from tests.support.server import STREAM_HUB, leftovers_cancelled
 from tests.tlscert import make_cert
 
-from .streamkit import LoopThread, WsServer, hub_threads
+from .streamkit import LoopThread, WsServer, hub_quiet
 
 
 @pytest.fixture(scope="session")
@@ -48,11 +48,11 @@ def hub() -> Iterator[StreamHub]:
     )
     yield h
     h.close()
-    # Nothing the hub started may outlive it.
-    deadline = time.monotonic() + 3.0
-    while hub_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert hub_threads() == []
+    hub_quiet(3.0)  # nothing the hub started may outlive it
+
+
+_cancel_leftovers = leftovers_cancelled(STREAM_HUB)
+"""Jobs left running on the session server by test_stream_local_server are cancelled."""
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from runtime_job.api.protocol import StreamEnd, StreamFrame
+from tests.support import wait_until
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -516,3 +517,14 @@ class Recorder:
 
 def hub_threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("runtime-job-stream-"))
+
+
+def hub_quiet(timeout: float = 10.0) -> None:
+    """Wait until every thread of the stream hubs has exited (after their idle period).
+
+    A barrier for "nothing more happens": a hub thread stays while it has work (a frame to
+    deliver, a reconnect to make), so once none is left no listener can be called again and
+    no further connection attempt can be made. Fails if a thread is still there at
+    ``timeout``.
+    """
+    wait_until(lambda: not hub_threads(), timeout, what="every stream hub thread to exit")

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd
 from runtime_job.api.stream import StreamHub, lease
 from runtime_job.api.stream.reactor import Connection, Reactor
+from tests.support import wait_until
 
 from .streamkit import WsServer
 from .test_stream_inline import InlineRecorder
@@ -214,15 +214,6 @@ def lead_in_thread(reactor: Reactor, until: Callable[[], bool], timeout: float) 
     return leader.finish()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
 # -- when the loop cannot be lent ------------------------------------------------------------
 
 
@@ -236,7 +227,7 @@ def lead_after_hold(reactor: Reactor, until: Until, meanwhile: Callable[[], None
         meanwhile()
         leader = Leader(reactor, until, 60.0)
         leader.start()
-        assert wait_for(lambda: reactor._lease is not None)
+        wait_until(lambda: reactor._lease is not None, what="a lease to be asked")
     finally:
         gate.open()
     return leader
@@ -421,7 +412,7 @@ def test_a_lease_asked_before_the_reactor_thread_runs_gives_the_loop_back_to_it(
     run = reactor._run
 
     def run_once_a_lease_is_asked(loop: Any) -> None:
-        assert wait_for(lambda: reactor._lease is not None), "no lease was asked"
+        wait_until(lambda: reactor._lease is not None, what="a lease to be asked")
         run(loop)
 
     monkeypatch.setattr(reactor, "_run", run_once_a_lease_is_asked)

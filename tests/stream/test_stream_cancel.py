@@ -8,17 +8,9 @@ import time
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd, StreamFrame
 from runtime_job.api.stream import StreamHub
+from tests.support import wait_until
 
-from .streamkit import Job, Recorder, WsServer
-
-
-def wait_for(predicate: object, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.005)
-    return False
+from .streamkit import Job, Recorder, WsServer, hub_quiet
 
 
 def test_cancel_before_the_socket_opens_is_not_lost(
@@ -30,7 +22,7 @@ def test_cancel_before_the_socket_opens_is_not_lost(
     sub.cancel()
     assert not sub.active and sub.end is StreamEnd.CANCELLED
     rec.wait()
-    time.sleep(0.2)
+    hub_quiet()
     assert rec.ends == [(StreamEnd.CANCELLED, None)]
     assert rec.frames == []
     # Either no connection was made, or it was closed at once.
@@ -43,12 +35,12 @@ def test_cancel_during_the_handshake(
     job = server.add_job("c1", messages=["a"], handshake_delay=0.3)
     rec = Recorder()
     sub = hub.subscribe(job_id="c1", url=server.url("c1"), params=params, listener=rec)
-    assert wait_for(lambda: job.attempts)
+    wait_until(lambda: job.attempts, what="a connection attempt")
     sub.cancel()
     rec.wait(1)  # on_end does not wait for the handshake
     assert rec.ends == [(StreamEnd.CANCELLED, None)]
     # When the handshake completes, the hub closes the socket with 1000 straight away.
-    assert wait_for(lambda: job.client_close_codes == [1000])
+    wait_until(lambda: job.client_close_codes == [1000], what="the client's close 1000")
     assert rec.frames == []
 
 
@@ -58,14 +50,14 @@ def test_cancel_mid_stream_closes_the_socket_and_ends_once(
     job: Job = server.add_job("c2", messages=["a", "b"])
     rec = Recorder()
     sub = hub.subscribe(job_id="c2", url=server.url("c2"), params=params, listener=rec)
-    assert wait_for(lambda: len(rec.frames) == 2)
+    wait_until(lambda: len(rec.frames) == 2, what="two frames")
     sub.cancel()
     sub.cancel()
     rec.wait()
-    assert wait_for(lambda: job.client_close_codes == [1000], 1.0)
-    assert wait_for(lambda: job.connections_open == 0, 1.0)
+    wait_until(lambda: job.client_close_codes == [1000], what="the client's close 1000")
+    wait_until(lambda: job.connections_open == 0, what="the connection to close")
     server.publish("c2", "late")
-    time.sleep(0.2)
+    hub_quiet()
     assert rec.payloads == ["a", "b"]
     assert rec.ends == [(StreamEnd.CANCELLED, None)]
     assert len(job.attempts) == 1
@@ -96,7 +88,7 @@ def test_cancel_after_the_end_changes_nothing(
     sub = hub.subscribe(job_id="c4", url=server.url("c4"), params=params, listener=rec)
     rec.wait()
     sub.cancel()
-    time.sleep(0.05)
+    hub_quiet()
     assert rec.ends == [(StreamEnd.COMPLETED, None)]
 
 
@@ -110,13 +102,14 @@ def test_close_ends_every_stream_and_stops_every_thread(
         rec = Recorder()
         hub.subscribe(job_id=f"k{i}", url=server.url(f"k{i}"), params=params, listener=rec)
         recs.append(rec)
-    assert wait_for(lambda: all(r.frames for r in recs))
+    wait_until(lambda: all(r.frames for r in recs), what="a frame on every stream")
     start = time.monotonic()
     hub.close()
     assert time.monotonic() - start < 1.0
     assert all(r.ends == [(StreamEnd.CANCELLED, None)] for r in recs)
     assert not [t for t in threading.enumerate() if t.name.startswith("runtime-job-stream-")]
-    assert wait_for(
-        lambda: all(server.jobs[f"k{i}"].client_close_codes == [1000] for i in range(10))
+    wait_until(
+        lambda: all(server.jobs[f"k{i}"].client_close_codes == [1000] for i in range(10)),
+        what="a close 1000 on every stream",
     )
     hub.close()  # twice is fine

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd, StreamFrame
 from runtime_job.api.stream import StreamHub
+from tests.support import wait_until
 
 from .streamkit import LoopThread, Recorder, TcpProxy, WsServer
 
@@ -33,9 +33,7 @@ def test_sequenced_stream_delivers_stored_then_final(
     assert attempt.query == {"seq": "1", "after": "0"}
     assert attempt.headers["x-access-token"] == server.token
     # The client answered the server's close with 1000.
-    deadline = time.monotonic() + 2
-    while not server.jobs["j1"].client_close_codes and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: server.jobs["j1"].client_close_codes, what="the client's close frame")
     assert server.jobs["j1"].client_close_codes == [1000]
 
 
@@ -93,9 +91,7 @@ def test_plain_server_reconnect_gets_later_messages(
     server.add_job("pd", plain_only=True, behaviours=["drop_after_ack"])
     rec = Recorder()
     hub.subscribe(job_id="pd", url=server.url("pd"), params=params, listener=rec)
-    deadline = time.monotonic() + 5
-    while len(server.jobs["pd"].attempts) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(server.jobs["pd"].attempts) >= 2, what="the reconnect")
     server.publish("pd", "after-reconnect")
     server.finish("pd", result="R")
     rec.wait()

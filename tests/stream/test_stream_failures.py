@@ -18,7 +18,7 @@ from runtime_job.exceptions import (
     WebsocketIBMProtocolError,
 )
 
-from .streamkit import Recorder, WsServer
+from .streamkit import Recorder, WsServer, hub_quiet
 
 LOGGER = "runtime_job.api.stream"
 
@@ -103,7 +103,7 @@ def test_auth_refusal_is_not_retried(
     assert end is StreamEnd.FAILED
     assert isinstance(error, WebsocketAuthenticationError)
     assert str(status) in str(error)
-    time.sleep(0.2)
+    hub_quiet()
     assert len(job.attempts) == 1
     assert len(warnings_of(caplog)) == 1
     assert server.token not in caplog.text and server.token not in str(error)
@@ -134,7 +134,7 @@ def test_not_found_is_not_retried(
     [(end, error)] = rec.ends
     assert end is StreamEnd.FAILED
     assert type(error) is WebsocketError and "404" in str(error)
-    time.sleep(0.2)
+    hub_quiet()
     assert len(job.attempts) == 1
 
 
@@ -224,7 +224,7 @@ def test_protocol_violation_fails_without_retry(
     rec.wait()
     [(end, error)] = rec.ends
     assert end is StreamEnd.FAILED and isinstance(error, WebsocketIBMProtocolError)
-    time.sleep(0.1)
+    hub_quiet()
     assert len(job.attempts) == 1
 
 
@@ -272,5 +272,5 @@ def test_redirects_are_not_followed(
     rec.wait()
     [(end, error)] = rec.ends
     assert end is StreamEnd.FAILED and "redirect" in str(error)
-    time.sleep(0.1)
+    hub_quiet()
     assert len(job.attempts) == 1

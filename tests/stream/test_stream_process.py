@@ -10,6 +10,7 @@ import time
 
 from runtime_job.api import stream as stream_mod
 from runtime_job.api.stream import StreamHub, default_hub
+from tests.support import wait_until
 
 from .streamkit import WsServer
 
@@ -94,7 +95,5 @@ def test_process_exits_promptly_and_quietly_mid_stream(server: WsServer) -> None
     assert stderr == b""
     assert elapsed < 2.0
     # The hub said goodbye properly: a close frame with 1000.
-    deadline = time.monotonic() + 2
-    while not job.client_close_codes and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: job.client_close_codes, what="the hub's close frame")
     assert job.client_close_codes == [1000]

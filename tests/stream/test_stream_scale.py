@@ -11,8 +11,9 @@ import pytest
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.protocol import StreamEnd, StreamFrame
 from runtime_job.api.stream import StreamHub
+from tests.support import wait_for_event
 
-from .streamkit import Recorder, WsServer, hub_threads
+from .streamkit import Recorder, WsServer, hub_quiet, hub_threads
 
 
 class ThreadSampler:
@@ -104,14 +105,16 @@ def test_slow_listener_delays_no_other_job(
     server: WsServer, params: ClientParameters, scale_hub: StreamHub
 ) -> None:
     release = threading.Event()
+    holding = threading.Event()
 
     def stuck(frame: StreamFrame) -> None:
+        holding.set()
         release.wait(10)
 
     server.add_job("slow", messages=["a", "b", "c"], final=True)
     slow = Recorder(on_frame=stuck)
     scale_hub.subscribe(job_id="slow", url=server.url("slow"), params=params, listener=slow)
-    time.sleep(0.1)  # the slow listener now holds a dispatcher
+    wait_for_event(holding, what="the slow listener to hold a dispatcher")
     fast = []
     start = time.monotonic()
     for i in range(20):
@@ -136,10 +139,7 @@ def test_threads_exit_after_the_idle_period(
     scale_hub.subscribe(job_id="idle", url=server.url("idle"), params=params, listener=rec)
     rec.wait()
     assert hub_threads()
-    deadline = time.monotonic() + 2.0
-    while hub_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert hub_threads() == []
+    hub_quiet(2.0)
     # And they come back on demand.
     server.add_job("again", messages=["b"], final=True)
     rec2 = Recorder()

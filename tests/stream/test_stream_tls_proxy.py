@@ -109,7 +109,7 @@ def test_keepalive_holds_an_idle_stream_through_an_idle_timeout_proxy(
         ) as hub:
             url = f"ws://127.0.0.1:{proxy.port}/stream/jobs/quiet"
             hub.subscribe(job_id="quiet", url=url, params=params, listener=rec)
-            time.sleep(0.8)
+            time.sleep(0.8)  # deliberate: the stream stays quiet past the proxy's idle timeout
             server.publish("quiet", "finally")
             server.finish("quiet")
             rec.wait()

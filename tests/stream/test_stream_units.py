@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 
 import pytest
 
+from runtime_job._pool import WorkerPool
 from runtime_job.api.params import ClientParameters
 from runtime_job.api.stream import StreamHub
 from runtime_job.api.stream import connection as connection_mod
@@ -25,8 +25,8 @@ from runtime_job.api.stream.frames import (
     encode_close,
     parse_close,
 )
-from runtime_job._pool import WorkerPool
 from runtime_job.exceptions import WebsocketError
+from tests.support import wait_until
 
 from .streamkit import close_frame, frame
 
@@ -123,17 +123,16 @@ def test_close_helpers() -> None:
 def test_pool_is_bounded_starts_on_demand_and_exits_when_idle() -> None:
     pool = WorkerPool("test-pool", max_workers=2, idle_timeout=0.1)
     release = threading.Event()
+    started: list[int] = []
     done: list[int] = []
     for i in range(5):
-        pool.submit(lambda i=i: (release.wait(5), done.append(i)))
-    time.sleep(0.05)
-    assert pool.thread_count == 2
+        pool.submit(lambda i=i: (started.append(i), release.wait(5), done.append(i)))
+    wait_until(lambda: len(started) == 2, what="two tasks to start")
+    assert pool.thread_count == 2 and len(started) == 2  # the other three wait for a thread
     release.set()
-    deadline = time.monotonic() + 5
-    while (len(done) < 5 or pool.thread_count) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(done) == 5, what="every task to run")
     assert sorted(done) == [0, 1, 2, 3, 4]
-    assert pool.thread_count == 0
+    wait_until(lambda: pool.thread_count == 0, what="the idle pool threads to exit")
     assert not [t for t in threading.enumerate() if t.name.startswith("test-pool")]
 
 
