@@ -523,7 +523,8 @@ class RuntimeService:
             backend_name: Only jobs on this backend.
             pending: Only queued/running (``True``) or final (``False``) jobs.
             program_id: Only jobs of this program.
-            instance: Only jobs of this ``hub/group/project`` (ibm_quantum).
+            instance: Only jobs of this ``hub/group/project`` (ibm_quantum) or instance CRN
+                (platform).
             job_tags: Only jobs carrying all these tags.
             session_id: Only jobs of this session.
             created_after: Only jobs created after this time.
@@ -535,10 +536,14 @@ class RuntimeService:
         if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
             raise IBMInputValueError(f"skip must be a non-negative integer, not {skip!r}")
         hub = group = project = None
-        if instance:
+        by_instance: dict[str, Any] = {}
+        if instance and self._channel in PLATFORM_CHANNELS and instance.startswith("crn:"):
+            by_instance["instance"] = instance  # the CRN whose jobs to list
+        elif instance:
             if self._channel != "ibm_quantum":
                 raise IBMInputValueError(
-                    "The 'instance' keyword is only supported for ``ibm_quantum`` runtime."
+                    "The 'instance' keyword is only supported for ``ibm_quantum`` runtime "
+                    "(a hub/group/project) and the platform channels (an instance CRN)."
                 )
             hub, group, project = _split_instance(instance)
         collected: list[JobListItem] = []
@@ -567,6 +572,7 @@ class RuntimeService:
                 descending=descending,
                 exclude_params=True,
                 cursor=cursor,
+                **by_instance,
             )
             response = parse_jobs(raw)
             page = response.jobs

@@ -192,3 +192,19 @@ def test_service_usage(rsps: responses.RequestsMock, service: RuntimeService) ->
         json={"usage_limit_seconds": 600, "usage_consumed_seconds": 123},
     )
     assert service.usage()["usage_remaining_seconds"] == 477
+
+
+def test_jobs_of_another_instance(rsps: responses.RequestsMock, service: RuntimeService) -> None:
+    other = "crn:v1:bluemix:public:quantum-computing:eu-de:a/acc:inst-2::"
+    eu = "https://eu-de.quantum.cloud.ibm.com/api/v1"
+    rsps.add(
+        responses.GET,
+        f"{eu}/jobs",
+        match=[matchers.header_matcher({"Service-CRN": other})],
+        json={"jobs": [job_body()], "count": 1},
+    )
+    rsps.add(responses.GET, f"{eu}/jobs/j1", json=job_body("Completed"))
+    rsps.add(responses.GET, f"{eu}/jobs/j1/logs", body="from eu")
+    (job,) = service.jobs(instance=other)
+    assert job.job_id() == "j1" and job.instance == other
+    assert job.logs() == "from eu"  # asked under the job's instance

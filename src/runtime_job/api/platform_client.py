@@ -614,6 +614,10 @@ class PlatformClient:
                 url=scrub_url(response.url or ""),
             )
         data["jobs"] = [fold_reason_code(job) if isinstance(job, dict) else job for job in jobs]
+        if instance and instance != self.instance:  # later calls on these jobs go there
+            for job in data["jobs"]:
+                if isinstance(job, dict) and isinstance(job.get("id"), str):
+                    self._job_instances[job["id"]] = instance
         return data
 
     def job_results(self, job_id: str, *, deadline: Deadline | None = None) -> bytes:
