@@ -288,3 +288,23 @@ def test_v1_program_decoders_pass_v2_results_through() -> None:
         qiskit_results = False
 
     assert "pub_results" in Plain.decode(json.dumps(sampler_result()))
+
+
+def test_platform_modules_import_and_encode_without_qiskit() -> None:
+    import subprocess
+
+    code = (
+        "import sys, json; sys.modules['qiskit'] = None\n"
+        "import runtime_job, runtime_job.service\n"
+        "from runtime_job.api.platform_client import PlatformClient\n"
+        "from runtime_job.pubs import prepare_inputs\n"
+        "from runtime_job import codec\n"
+        "inputs = prepare_inputs('estimator', {'pubs': [({'__type__': 'QuantumCircuit', "
+        "'__value__': 'eJw='}, 'ZZ', [0.5])]})\n"
+        "print(codec.dumps(inputs['pubs'][0][1]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ZZ": 1.0}
