@@ -151,9 +151,7 @@ def test_jobs_reuse_the_warm_pool(alice: Api, server: LocalRuntimeServer) -> Non
 
     (The latency this buys is measured in bench/, not asserted here.)
     """
-    deadline = time.monotonic() + 10
-    while len(server.worker_pids()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(server.worker_pids()) >= 2, what="the two warm workers")
     before = set(server.worker_pids())
     assert len(before) == 2
     for i in range(20):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from runtime_job import RuntimeService
 from runtime_job.server import LocalRuntimeServer
 from tests.integration.helpers import CAROL, Api
+from tests.support import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,9 @@ def jobs(carol: Api) -> dict[str, Any]:
     for job_id in ids:
         carol.wait_final(job_id)
     middle = carol.job(ids[-1])["created"]
-    time.sleep(0.01)
+    stamp = datetime.strptime(middle, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # The next jobs must be created strictly later (the server's clock is this machine's).
+    wait_until(lambda: datetime.now(UTC) > stamp, what=f"the clock to pass {middle}")
     ids.append(carol.submit("fail", {}))
     ids.append(carol.submit("echo", {"i": 6}))
     for job_id in ids[5:]:

@@ -15,7 +15,6 @@ import gc
 import gzip
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from runtime_job.server import LocalRuntimeServer
 from runtime_job.server.store import ResultReader
 from runtime_job.timing import Deadline
 from tests.integration.helpers import ALICE, Api
+from tests.support import wait_until
 from tests.tlscert import make_cert
 
 from .conftest import TOKEN, LoopbackServer, local_params
@@ -114,15 +114,14 @@ class ScriptedServer(LoopbackServer):
                     conn.shutdown(socket.SHUT_WR)
                     return
 
-    def wait_closed_by_client(self, count: int, limit: float = 10.0) -> bool:
-        """Whether ``count`` connections were closed by the client (waiting up to ``limit`` s)."""
-        stop = time.monotonic() + limit
-        while time.monotonic() < stop:
+    def wait_closed_by_client(self, count: int) -> None:
+        """Wait until ``count`` connections were closed by the client (fails if not in time)."""
+
+        def closed() -> bool:
             with self._lock:
-                if self.closed_by_client >= count:
-                    return True
-            time.sleep(0.01)
-        return False
+                return self.closed_by_client >= count
+
+        wait_until(closed, what=f"{count} connection(s) closed by the client")
 
     def close(self) -> None:
         """Stop, shut every connection down and wait for the serving threads."""
@@ -275,7 +274,7 @@ def test_an_interrupted_read_closes_the_connection(
         client.job_results("j1")
     # Closed by the client, not by the garbage collector: the traceback still holds it.
     assert caught.tb is not None
-    assert server.wait_closed_by_client(1)
+    server.wait_closed_by_client(1)
     monkeypatch.setattr(urllib3.HTTPResponse, "read", real_read)
     assert client.job_results("j1") == small
     assert server.accepted == 2
