@@ -12,6 +12,7 @@ from runtime_job.api.protocol import StreamEnd, StreamFrame
 from runtime_job.api.stream import StreamHandle, StreamHub
 from runtime_job.api.stream import reactor as reactor_mod
 from runtime_job.api.stream.connection import StreamConnection
+from tests.support import wait_until
 
 from .streamkit import Recorder, WsServer
 from .test_stream_inline import InlineRecorder
@@ -39,10 +40,7 @@ def _subscribe_after_interims(
     server.add_job(job_id, messages=["a", "b"])
     rec = ThreadRecorder()
     sub = hub.subscribe(job_id=job_id, url=server.url(job_id), params=params, listener=rec)
-    for _ in range(1000):
-        if len(rec.frames) == 2:
-            break
-        rec.ended.wait(0.01)
+    wait_until(lambda: len(rec.frames) == 2, what="the two interim results")
     assert rec.payloads == ["a", "b"]
     return sub, rec
 
@@ -163,9 +161,5 @@ def test_the_close_read_with_the_final_frame_is_answered_after_the_waiting_threa
     rec.wait()
     assert rec.ends == [(StreamEnd.COMPLETED, None)]
     assert closes == ["runtime-job-stream-io"]
-    answered = threading.Event()
-    for _ in range(500):
-        if job.client_close_codes:
-            break
-        answered.wait(0.01)
+    wait_until(lambda: job.client_close_codes, what="the client's close frame")
     assert job.client_close_codes == [1000]
