@@ -132,6 +132,10 @@ class RuntimeService:
         connect_timeout: Seconds to connect, for every connection.
         read_timeout: Seconds to wait for data on an open connection.
         data_dir: Data directory of the local server (``local`` channel without ``url``).
+        private_endpoint: Platform: use IBM Cloud's private endpoints.
+        plans_preference: Platform, without an instance: plan names to use, in order.
+        tags: Platform, without an instance: only instances with all these tags.
+        region: Platform, without an instance: only instances of this region.
     """
 
     def __init__(
@@ -148,6 +152,10 @@ class RuntimeService:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         data_dir: str | None = None,
+        private_endpoint: bool = False,
+        plans_preference: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        region: str | None = None,
     ) -> None:
         config = resolve_config(
             channel, token, url, instance, proxies, verify, name=name, filename=filename
@@ -172,7 +180,17 @@ class RuntimeService:
             # Today's IBM Quantum Platform (docs/platform.md); ibm_cloud is the same now.
             if not token:
                 raise IBMInputValueError(f"The {channel} channel needs a token (an API key).")
-            platform = PlatformClient(token, instance, channel=channel, url=url, **common)
+            platform = PlatformClient(
+                token,
+                instance,
+                channel=channel,
+                url=url,
+                private_endpoint=private_endpoint,
+                plans_preference=plans_preference,
+                tags=tags,
+                region=region,
+                **common,
+            )
             self._attach(channel, platform.params, platform, {}, platform.instance)
             return
         elif channel == "ibm_quantum":

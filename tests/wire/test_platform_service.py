@@ -208,3 +208,21 @@ def test_jobs_of_another_instance(rsps: responses.RequestsMock, service: Runtime
     (job,) = service.jobs(instance=other)
     assert job.job_id() == "j1" and job.instance == other
     assert job.logs() == "from eu"  # asked under the job's instance
+
+
+def test_private_endpoints(rsps: responses.RequestsMock) -> None:
+    private = "https://private.us-east.quantum.cloud.ibm.com/api/v1"
+    rsps.add(
+        responses.POST,
+        "https://private.iam.cloud.ibm.com/identity/token",
+        json={"access_token": TOKEN},
+    )
+    rsps.add(responses.GET, f"{private}/jobs/j1", json=job_body())
+    with RuntimeService(
+        channel="ibm_quantum_platform",
+        token=API_KEY,
+        instance=CRN_US,
+        filename="/nonexistent",
+        private_endpoint=True,
+    ) as svc:
+        assert svc.job("j1").job_id() == "j1"
