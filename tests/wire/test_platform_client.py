@@ -491,3 +491,18 @@ def test_iam_failure_after_init_never_sends_the_key_to_the_quantum_host(
     assert API_KEY not in str(info.value)
     assert len(ordered.calls) == 3  # nothing else went to the quantum host
     assert_key_only_sent_to_iam(ordered)
+
+
+def test_no_instance_available(rsps: responses.RequestsMock) -> None:
+    grant_reply(rsps, TOKEN)
+    rsps.add(responses.POST, f"{SEARCH}/v3/resources/search", json={"items": []})
+    with pytest.raises(IBMAccountError, match="No IBM Quantum Platform instance"):
+        PlatformClient(API_KEY)
+    rsps.add(
+        responses.POST,
+        f"{SEARCH}/v3/resources/search",
+        json={"items": [search_item(CRN_EU, "open", "plan-o")]},
+    )
+    rsps.add(responses.GET, f"{CATALOG}/plan-o", json=catalog_entry("Open", "free"))
+    with pytest.raises(IBMAccountError, match="with the given filters"):
+        PlatformClient(API_KEY, region="us-south")

@@ -40,6 +40,7 @@ import requests
 from .._redact import redact, scrub_url
 from ..exceptions import (
     ApiIBMProtocolError,
+    IBMAccountError,
     IBMApiError,
     IBMInputValueError,
     NotFoundError,
@@ -255,37 +256,45 @@ class PlatformClient:
         self._chosen_backend: str | None = None
         self.instances: list[PlatformInstance] = []
         if instance is None or validate_instance:
-            found = discover_instances(
-                self.endpoints,
-                self._iam.token,
-                verify=verify,
-                proxies=self.params.proxy_config.to_request_params() or None,
-            )
-            if instance is not None:
-                if instance not in {item.crn for item in found}:
-                    raise IBMInputValueError(
-                        "The given API key is associated with an account that does not have "
-                        f"access to the instance {instance}."
-                    )
-                self.instances = [item for item in found if item.crn == instance]
-            else:
-                self.instances = order_instances(
-                    found, plans_preference=plans_preference, tags=tags, region=region
-                )
-                if not self.instances:
-                    from ..exceptions import IBMAccountError
-
-                    raise IBMAccountError(
-                        "No IBM Quantum Platform instance is available to this API key"
-                        + (
-                            " with the given filters."
-                            if (plans_preference or tags or region)
-                            else "."
-                        )
-                    )
-                self.params.instance = self.instances[0].crn
+            try:
+                self._discover(instance, plans_preference, tags, region)
+            except BaseException:
+                self._iam.close()  # nothing of this client outlives a failed construction
+                raise
         else:
             self.instances = [PlatformInstance(crn=instance)]
+
+    def _discover(
+        self,
+        instance: str | None,
+        plans_preference: Sequence[str] | None,
+        tags: Sequence[str] | None,
+        region: str | None,
+    ) -> None:
+        """Find the key's instances (Global Search + Catalog) and choose the active one."""
+        found = discover_instances(
+            self.endpoints,
+            self._iam.token,
+            verify=self.params.verify,
+            proxies=self.params.proxy_config.to_request_params() or None,
+        )
+        if instance is not None:
+            if instance not in {item.crn for item in found}:
+                raise IBMInputValueError(
+                    "The given API key is associated with an account that does not have "
+                    f"access to the instance {instance}."
+                )
+            self.instances = [item for item in found if item.crn == instance]
+            return
+        self.instances = order_instances(
+            found, plans_preference=plans_preference, tags=tags, region=region
+        )
+        if not self.instances:
+            filtered = " with the given filters" if (plans_preference or tags or region) else ""
+            raise IBMAccountError(
+                f"No IBM Quantum Platform instance is available to this API key{filtered}."
+            )
+        self.params.instance = self.instances[0].crn
 
     # ------------------------------------------------------------------ instances
 
