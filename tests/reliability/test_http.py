@@ -39,6 +39,7 @@ from runtime_job.exceptions import (
 from runtime_job.timing import PollPolicy
 from tests.reliability.conftest import ALICE
 from tests.stream.streamkit import LoopThread
+from tests.support import wait_until
 
 from .faultproxy import (
     CutHead,
@@ -58,10 +59,11 @@ HTML = "<html><head><title>Maintenance</title></head><body>Back soon</body></htm
 def finished_job(direct: RuntimeClient, program: str = "echo", **inputs: Any) -> str:
     """Run a job straight on the server and wait until it is final; its id."""
     job_id = str(direct.program_run(program, None, inputs, None, None, None, None)["id"])
-    deadline = time.monotonic() + 30
-    while direct.job_get(job_id)["state"]["status"] not in ("COMPLETED", "FAILED", "CANCELLED"):
-        assert time.monotonic() < deadline, "the job did not finish"
-        time.sleep(0.01)
+    wait_until(
+        lambda: direct.job_get(job_id)["state"]["status"] in ("COMPLETED", "FAILED", "CANCELLED"),
+        timeout=30,
+        what=f"job {job_id} to finish",
+    )
     return job_id
 
 

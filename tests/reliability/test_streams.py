@@ -172,7 +172,7 @@ def test_5_fifty_streaming_jobs_at_once_complete_on_a_bounded_number_of_threads(
             current = client_threads()
             names.update(current)
             peak[0] = max(peak[0], len(current))
-            time.sleep(0.002)
+            stop.wait(0.002)  # a sampler, not a wait: it looks every 2 ms until stopped
 
     sampler = threading.Thread(target=sample, name="test-sampler", daemon=True)
     sampler.start()
