@@ -115,3 +115,23 @@ def test_cancel_and_unknown_program(platform: RuntimeService) -> None:
     assert job.status() is JobStatus.CANCELLED
     with pytest.raises(RuntimeProgramNotFound):
         platform.run("no-such-program", inputs={}, options={"backend": BACKEND})
+
+
+def test_session_and_batch(platform: RuntimeService) -> None:
+    from runtime_job.sessions import Batch, Session
+
+    with Session(platform, backend=BACKEND, max_time="10m") as session:
+        job = session.run("hello-world", inputs={"iterations": 1})
+        assert job.session_id == session.session_id
+        assert job.result(timeout=60) == "Hello, World!"
+        assert session.details()["id"] == session.session_id
+        assert session.status() != ""
+    assert session._closed
+    with pytest.raises(Exception, match="The session is closed"):
+        session.run("hello-world", inputs={})
+    batch = Batch(platform, backend=BACKEND)
+    slow = batch.run("slow-stream", inputs={"count": 100, "interval": 0.2})
+    batch.cancel()
+    slow.wait_for_final_state(timeout=30)
+    assert slow.status() is JobStatus.CANCELLED
+    assert Batch.from_id(batch.session_id, platform).backend == BACKEND
