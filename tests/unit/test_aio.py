@@ -138,7 +138,10 @@ def test_cancelling_the_awaiting_task_does_not_cancel_the_job() -> None:
 
     async def main() -> None:
         task = asyncio.create_task(job.result_async())
-        await asyncio.sleep(0.05)
+        # Cancel only once the task really awaits the job (the watcher has it).
+        await asyncio.to_thread(
+            wait_until, lambda: default_watcher().watched_count == 1, what="the job to be watched"
+        )
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
