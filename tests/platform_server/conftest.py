@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from runtime_job.server import LocalRuntimeServer
+from tests.support.server import server_fixture
 from tests.support.waiting import wait_until
 
 APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
@@ -107,11 +106,9 @@ class Platform:
         )
 
 
-@pytest.fixture(scope="package")
-def platform_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    data_dir: Path = tmp_path_factory.mktemp("platform-data")
-    with LocalRuntimeServer(data_dir=data_dir, tokens=list(TOKENS), workers=2) as server:
-        yield server
+platform_server = server_fixture(
+    scope="package", name="platform-data", tokens=list(TOKENS), workers=2, programs={}
+)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from runtime_job.server.auth import user_id_for
 from runtime_job.server.paths import DataDir
 from runtime_job.server.store import NewJob, Store
 from tests.stream.streamkit import LoopThread
+from tests.support.server import local_server
 
 from .faultproxy import FaultProxy, Respond
 
@@ -64,7 +65,7 @@ def seed(data_dir: Path, count: int) -> None:
 def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
     data_dir = tmp_path_factory.mktemp("listing")
     seed(data_dir, N_JOBS)
-    with LocalRuntimeServer(data_dir=data_dir, tokens=[TOKEN], workers=1) as srv:
+    with local_server(data_dir, tokens=[TOKEN], workers=1, programs={}) as srv:
         yield srv
 
 

@@ -27,6 +27,7 @@ from runtime_job.server import config as server_config
 from runtime_job.server.auth import user_id_for
 from runtime_job.server.paths import DataDir
 from runtime_job.server.store import NewJob, Store
+from tests.support.server import local_server
 
 TOKEN = "listing-edge-token-91ab3c"
 SEEDED = 45
@@ -64,7 +65,7 @@ def _seed(data_dir: Path, count: int) -> None:
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
     data_dir = tmp_path_factory.mktemp("listing-edge")
     _seed(data_dir, SEEDED)
-    with LocalRuntimeServer(data_dir=data_dir, tokens=[TOKEN], workers=1) as server:
+    with local_server(data_dir, tokens=[TOKEN], workers=1, programs={}) as server:
         yield server
 
 

@@ -9,7 +9,6 @@ error must carry a JSON body of the documented shape: ``{"errors": [...]}`` at t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from runtime_job.server import LocalRuntimeServer
+from tests.support.server import server_fixture
 
 from .appspec import openapi_document
 
@@ -26,12 +26,7 @@ TOKEN = "fuzz-token-93b1c2d4"
 EXAMPLES = 20
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("fuzz"), tokens=[TOKEN], workers=1
-    ) as srv:
-        yield srv
+fuzz_server = server_fixture(scope="module", name="fuzz", tokens=[TOKEN], workers=1, programs={})
 
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document())

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ import requests
 
 from runtime_job.server import LocalRuntimeServer
 from tests.support import wait_until
+from tests.support.server import server_fixture
 
 from .serverproc import python_path
 
@@ -33,16 +33,16 @@ HEAD_TIMEOUT = 0.5
 CAP = 40
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("slowloris"),
-        tokens=["slowloris-token-0123"],
-        workers=1,
-        max_connections=CAP,
-        request_head_timeout=HEAD_TIMEOUT,
-    ) as srv:
-        yield srv
+guarded = server_fixture(
+    scope="module",
+    name="slowloris",
+    tokens=["slowloris-token-0123"],
+    workers=1,
+    programs={},
+    max_connections=CAP,
+    request_head_timeout=HEAD_TIMEOUT,
+)
+"""A server with a connection cap and a short request-head timeout."""
 
 
 def _port(server: LocalRuntimeServer) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from runtime_job.api.stream import (
 )
 from runtime_job.server import LocalRuntimeServer
 from tests.support.faultproxy import TcpProxy
+from tests.support.server import server_fixture
 from tests.support.waiting import wait_until
 
 from .streamkit import LoopThread, Recorder, WsServer
@@ -195,12 +195,9 @@ class _ProxiedStreams(ClientParameters):
         return f"ws://127.0.0.1:{self.ws_port}"
 
 
-@pytest.fixture(scope="module")
-def runtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("liveness"), tokens=[TOKEN], workers=1
-    ) as srv:
-        yield srv
+runtime_server = server_fixture(
+    scope="module", name="liveness", tokens=[TOKEN], workers=1, programs={}
+)
 
 
 def test_result_returns_after_every_callback_when_the_stream_went_silent(

@@ -31,6 +31,7 @@ from runtime_job.server.store import ResultReader
 from runtime_job.timing import Deadline
 from tests.integration.helpers import ALICE, Api
 from tests.support import wait_until
+from tests.support.server import local_server
 from tests.tlscert import make_cert
 
 from .conftest import TOKEN, LoopbackServer, local_params
@@ -304,8 +305,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "crasher": "tests.integration.programs:crasher",
     }
     cert, key = make_cert(tmp_path_factory.mktemp("tls"))
-    with LocalRuntimeServer(
-        data_dir=tmp_path_factory.mktemp("large-results"),
+    with local_server(
+        tmp_path_factory.mktemp("large-results"),
         tokens=[ALICE],
         workers=1,
         programs=programs,
