@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -460,4 +459,3 @@ def test_redaction_patterns_cover_headers_in_free_text() -> None:
     ):
         assert secret not in redact(text), text
     assert re.search("redacted", redact(f"token={secret}"))
-    time.sleep(0)
