@@ -154,10 +154,15 @@ def leftovers_cancelled(*tokens: str) -> Callable[..., Iterator[None]]:
 
     def _cancel_leftovers() -> Iterator[None]:
         yield
-        for server in list(_STARTED):
-            known = set(server.tokens)
-            ours = [token for token in tokens if token in known]
-            if ours:
-                cancel_pending(server, ours)
+        cancel_leftovers(tokens)
 
     return pytest.fixture(scope="package", autouse=True)(_cancel_leftovers)
+
+
+def cancel_leftovers(tokens: Sequence[str]) -> None:
+    """Cancel the unfinished jobs of ``tokens``' users on each started server that has them."""
+    for server in list(_STARTED):
+        known = set(server.tokens)
+        ours = [token for token in tokens if token in known]
+        if ours:
+            cancel_pending(server, ours)
