@@ -48,7 +48,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("_job_stream", "_job_state", "_callbacks", "decoders", "backend", "options", "status"),
     ),
     ("configuration", ("config",)),
-    ("user objects", ("job", "_job_members", "futures", "aio", "monitor", "service")),
+    ("user objects", ("job", "_job_members", "futures", "aio", "monitor", "service", "sessions")),
     ("entry points", ("cli", "")),
 )
 """The client's layers, lowest first, as ``docs/architecture.md`` draws them (the package root
