@@ -277,3 +277,31 @@ def test_async_interim_results_are_empty_and_end_with_the_job(
 
     assert asyncio.run(main()) == []
     assert job.status() is JobStatus.DONE
+
+
+def test_retry_after_on_a_status_poll_is_honoured(
+    ordered: responses.RequestsMock, fake_clock: FakeClock
+) -> None:
+    grant_reply(ordered, jwt(3600))
+    running = {"id": "j1", "state": {"status": "Running"}}
+    ordered.add(responses.GET, JOB_URL, json=running)
+    ordered.add(responses.GET, JOB_URL, status=429, headers={"Retry-After": "3"}, json={})
+    ordered.add(responses.GET, JOB_URL, json={"id": "j1", "state": {"status": "Completed"}})
+    with PlatformClient(API_KEY, CRN_US) as made:
+        start = fake_clock.now
+        make_job(made).wait_for_final_state(timeout=30)
+        assert fake_clock.now - start >= 0.5 + 3.0  # one poll interval, then the server's wait
+        assert 3.0 in fake_clock.sleeps or any(s >= 3.0 for s in fake_clock.sleeps)
+
+
+def test_the_completion_watcher_keeps_the_platform_pace(
+    rsps: responses.RequestsMock, client: PlatformClient, fake_clock: FakeClock
+) -> None:
+    status = script_status(
+        rsps, fake_clock, [(0, {"status": "Queued"}), (4, {"status": "Completed"})]
+    )
+    rsps.add(responses.GET, f"{API}/jobs/j1/results", body='"done"')
+    job = make_job(client, program="echo")
+    assert job.to_future().result(timeout=30) == "done"
+    gaps = [b - a for a, b in zip(status.times, status.times[1:], strict=False)]
+    assert gaps and min(gaps) >= 0.5 - 1e-9
