@@ -305,3 +305,24 @@ def test_the_completion_watcher_keeps_the_platform_pace(
     assert job.to_future().result(timeout=30) == "done"
     gaps = [b - a for a, b in zip(status.times, status.times[1:], strict=False)]
     assert gaps and min(gaps) >= 0.5 - 1e-9
+
+
+def test_status_callbacks_follow_the_polled_status(
+    rsps: responses.RequestsMock, client: PlatformClient, fake_clock: FakeClock
+) -> None:
+    from tests.support.waiting import wait_until
+
+    script_status(
+        rsps,
+        fake_clock,
+        [(0, {"status": "Queued"}), (2, {"status": "Running"}), (4, {"status": "Completed"})],
+    )
+    seen: list[JobStatus] = []
+    job = make_job(client, program="echo")
+    job.add_status_callback(lambda job_id, status, position: seen.append(status))
+    job.wait_for_final_state(timeout=30)
+    wait_until(lambda: JobStatus.DONE in seen, timeout=10)
+    # Two threads poll here (this wait and the watcher): a reply to an older poll may land
+    # after a newer one, so only the first, a RUNNING and the last status are certain.
+    assert seen[0] is JobStatus.QUEUED and JobStatus.RUNNING in seen
+    assert seen[-1] is JobStatus.DONE and seen.count(JobStatus.DONE) == 1
