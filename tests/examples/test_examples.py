@@ -20,6 +20,7 @@ EXPECTED = {
     "custom_decoder.py": "Decoded final result: Summary(count=3)",
     "custom_program.py": "Final result: {'launched': True, 'backend': 'local_simulator'",
     "my_programs.py": "Returned: {'launched': True, 'backend': 'in-process', 'steps': 2}",
+    "v2_primitives.py": "Bell state: only 00 and 11, <ZZ> = <XX> = 1.",
 }
 
 SCRIPTS = sorted(path.name for path in EXAMPLES.glob("*.py"))

@@ -32,6 +32,7 @@ EXPECTED = {
     "many_jobs_asyncio.py": "50 results in",
     "custom_decoder.py": "Decoded final result: Summary(count=3)",
     "custom_program.py": "Final result: {'launched': True, 'backend': 'local_simulator'",
+    "v2_primitives.py": "Bell state: only 00 and 11, <ZZ> = <XX> = 1.",
 }
 SCRIPTS = sorted(
     path.name
