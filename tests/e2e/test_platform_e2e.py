@@ -135,3 +135,28 @@ def test_session_and_batch(platform: RuntimeService) -> None:
     slow.wait_for_final_state(timeout=30)
     assert slow.status() is JobStatus.CANCELLED
     assert Batch.from_id(batch.session_id, platform).backend == BACKEND
+
+
+def test_iam_token_is_renewed_before_our_server_would_refuse_it(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's IAM tokens last 3600 s: an hour later (on both clocks) the client
+    fetches a new one first, so the request succeeds instead of meeting a 401."""
+    from tests.support.clock import FakeClock
+    from tests.support.server import local_server
+
+    key = "platform-iam-e2e-token-0123456789"
+    with local_server(tmp_path, tokens=[key], workers=1) as srv:
+        auth = srv.authenticator
+        real_now, offset = auth.now, [0.0]
+        monkeypatch.setattr(auth, "now", lambda: real_now() + offset[0])
+        clock = FakeClock().install(monkeypatch)
+        with RuntimeService(channel="ibm_quantum_platform", url=srv.url, token=key) as svc:
+            job = svc.run("hello-world", inputs={"iterations": 1}, options={"backend": BACKEND})
+            assert job.result(timeout=600) == "Hello, World!"
+            manager = svc._api_client._iam
+            grants = manager.grants
+            offset[0] += 3605.0  # the server's clock: the first token has expired
+            clock.advance(3605.0)  # and as much time passed for the client
+            assert svc.job(job.job_id()).status() is JobStatus.DONE  # no 401
+            assert manager.grants == grants + 1
