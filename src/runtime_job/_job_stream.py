@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._callbacks import CallbackErrors, call_guarded, report_failure
 from ._job_state import JobState
+from ._pool import WorkerPool
 from ._process import ProcessSingleton
 from .api.protocol import (
     ExternalResultApi,
@@ -46,7 +47,6 @@ from .api.protocol import (
     StreamingApi,
     StreamSubscription,
 )
-from ._pool import WorkerPool
 from .exceptions import IBMRuntimeError, ResultDecodingError, RuntimeJobTimeoutError
 from .status import JobStatus, error_message_for, job_status_from_api
 from .timing import Deadline, PollPolicy, clock

@@ -47,9 +47,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._callbacks import call_guarded
 from ._job_stream import SILENT_STREAM_POLL_POLICY, JobCore, core_of
+from ._pool import WorkerPool
 from ._process import ProcessSingleton
 from .api.protocol import PollingApi, StreamEnd, StreamFrame
-from ._pool import WorkerPool
 from .exceptions import IBMNotAuthorizedError, RequestsApiError
 from .status import JOB_FINAL_STATES, JobStatus
 from .timing import PollIntervals, PollPolicy, clock

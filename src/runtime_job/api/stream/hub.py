@@ -37,6 +37,7 @@ import weakref
 from functools import partial
 from typing import Any, Final
 
+from ..._pool import WorkerPool
 from ..._process import ProcessSingleton
 from ...exceptions import WebsocketError, WebsocketRetryableError
 from ..params import ClientParameters
@@ -53,7 +54,6 @@ from .handshake import (
     handshake,
     safe_url,
 )
-from ..._pool import WorkerPool
 from .reactor import Reactor, TimerHandle
 from .reconnect import (
     DEFAULT_BACKOFF_INITIAL,
