@@ -59,6 +59,8 @@ class JobState:
         self.callback_error: BaseException | None = None
         self._listeners: list[StatusListener] = []
         self._wakers: list[Callable[[], None]] = []
+        self._asked = 0  # status requests begun (see begin_refresh)
+        self._answered = 0  # the newest of them whose answer was recorded
 
     @property
     def final(self) -> bool:
@@ -67,12 +69,28 @@ class JobState:
 
     # -- writes (lock held by the caller, or taken here) ------------------------------------
 
+    def begin_refresh(self) -> int:
+        """Number a status request about to be sent, for :meth:`set_status`'s ``ticket``.
+
+        Several threads may ask for the status at once (a waiter, the futures watcher);
+        their answers can come back out of order, and an older answer must not undo a newer
+        one (``RUNNING`` back to ``QUEUED``).
+        """
+        with self.lock:
+            self._asked += 1
+            return self._asked
+
+    def is_stale(self, ticket: int) -> bool:
+        """Whether the answer to request ``ticket`` is older than one already recorded."""
+        return ticket < self._answered
+
     def set_status(
         self,
         status: JobStatus,
         *,
         error_message: str | None = None,
         queue_position: int | None = None,
+        ticket: int | None = None,
     ) -> bool:
         """Record a status unless the job is already final; tell the listeners on a change.
 
@@ -80,13 +98,20 @@ class JobState:
             status: The new status.
             error_message: Why the job failed (for ``ERROR``).
             queue_position: The place in the queue (kept for ``QUEUED`` only).
+            ticket: The :meth:`begin_refresh` number of the request that answered, if it
+                came from one: an answer older than one already recorded is dropped.
 
         Returns:
-            Whether it was recorded (``False``: the job was final already).
+            Whether it was recorded (``False``: the job was final already, or the answer
+            was stale).
         """
         with self.lock:
             if self.status in JOB_FINAL_STATES:
                 return False
+            if ticket is not None:
+                if ticket < self._answered:
+                    return False
+                self._answered = ticket
             changed = status is not self.status
             self.status = status
             self.error_message = error_message

@@ -224,10 +224,13 @@ class JobCore:
         state = self.state
         if state.final:
             return
+        ticket = state.begin_refresh()
         wire = self.fetch(deadline).state
         raw_status = wire.status if wire else None
         reason = wire.reason if wire else None
         with state.lock:
+            if state.is_stale(ticket):
+                return  # another thread's newer answer is already recorded
             if reason:
                 state.reason = reason.upper()
             new_status = job_status_from_api(raw_status, state.reason)
@@ -237,7 +240,10 @@ class JobCore:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
             error_message = error_message_for(self.job_id, str(raw_status), state.reason, text)
         state.set_status(
-            new_status, error_message=error_message, queue_position=_queue_position(wire)
+            new_status,
+            error_message=error_message,
+            queue_position=_queue_position(wire),
+            ticket=ticket,
         )
 
     # -- waiting -------------------------------------------------------------------------

@@ -180,3 +180,35 @@ def test_a_consumer_detached_meanwhile_gets_nothing_more() -> None:
     release.set()
     assert core.stream.wait_delivered(10)
     assert got == ["1"]
+
+
+def test_an_older_status_answer_never_undoes_a_newer_one() -> None:
+    """Two threads ask at once (a waiter and the watcher); the first request is answered
+    last, with what the job was when it was asked: the newer RUNNING stays."""
+    client = StreamingFakeClient()
+    client.add_job("j", statuses=["QUEUED", "RUNNING"])
+    core = JobCore("j", client, ResultDecoder, ResultDecoder, handle=None)
+    asked = threading.Event()
+    release = threading.Event()
+    real_fetch = client.fetch_job
+    answers = iter(["QUEUED", "RUNNING"])
+
+    def fetch_job(job_id: str, **kwargs: object) -> object:
+        status = next(answers)
+        client.jobs[job_id].statuses = [status]
+        response = real_fetch(job_id, **kwargs)  # type: ignore[arg-type]
+        if status == "QUEUED":  # the first request: held until the second is recorded
+            asked.set()
+            assert release.wait(10), "the test never released the first answer"
+        return response
+
+    client.fetch_job = fetch_job  # type: ignore[method-assign]
+    first = threading.Thread(target=core.refresh_status, name="first-poll")
+    first.start()
+    assert asked.wait(10)
+    core.refresh_status()  # the second request, answered at once
+    assert core.state.status is JobStatus.RUNNING
+    release.set()
+    first.join(10)
+    assert not first.is_alive()
+    assert core.state.status is JobStatus.RUNNING
