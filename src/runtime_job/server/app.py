@@ -579,22 +579,7 @@ def create_app(
                 "JOB_NOT_FINAL",
                 f"Job {job.id} is {job.status}: its result is available once it is final.",
             )
-        media_type = _JSON if job.status == COMPLETED else _TEXT
-        result = store.open_result(job.id)
-        if result is None or len(result) <= _RESULT_CHUNK:
-            body = b""
-            if result is not None:
-                with contextlib.closing(result):
-                    body = result.read()
-            return Response(body, 200, media_type=media_type)
-        # One huge send is slow over TLS (asyncio copies and encrypts it whole), and reading
-        # the whole value first delays the first byte: stream it from the database.
-        return StreamingResponse(
-            _pieces(result),
-            200,
-            headers={"Content-Length": str(len(result))},
-            media_type=media_type,
-        )
+        return result_response(store, job.id, _JSON if job.status == COMPLETED else _TEXT)
 
     @app.get("/jobs/{job_id}/interim_results")
     async def job_interim_results(job_id: str, request: Request) -> Response:
@@ -669,6 +654,27 @@ def _listing_body(store: Store, page: list[JobRecord], tail: str) -> Iterator[by
         yield (text if index == 0 else "," + text).encode("utf-8")
         del text
     yield tail.encode("utf-8")
+
+
+def result_response(store: Store, job_id: str, media_type: str) -> Response:
+    """A final job's stored result: one body when small, else streamed from the database.
+
+    One huge send is slow over TLS (asyncio copies and encrypts it whole), and reading the
+    whole value first delays the first byte, so a large result goes out in pieces.
+    """
+    result = store.open_result(job_id)
+    if result is None or len(result) <= _RESULT_CHUNK:
+        body = b""
+        if result is not None:
+            with contextlib.closing(result):
+                body = result.read()
+        return Response(body, 200, media_type=media_type)
+    return StreamingResponse(
+        _pieces(result),
+        200,
+        headers={"Content-Length": str(len(result))},
+        media_type=media_type,
+    )
 
 
 async def _pieces(result: ResultReader) -> AsyncIterator[bytes]:

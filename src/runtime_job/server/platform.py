@@ -27,7 +27,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
@@ -42,7 +41,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from . import config
-from .app import _RESULT_CHUNK, ApiProblem, AppContext, _new_job_from_body, _pieces
+from .app import ApiProblem, AppContext, _new_job_from_body, result_response
 from .discovery import Instance, cloud_error, discovery_router, instance_of
 from .iam import TokenIssuer, iam_router, user_for_headers
 from .programs import BACKEND_NAME
@@ -541,19 +540,7 @@ def platform_router(ctx: AppContext) -> APIRouter:
                 "available once it is final.",
             )
         media_type = _JSON if job.status == COMPLETED else "text/plain; charset=utf-8"
-        result = store.open_result(job.id)
-        if result is None or len(result) <= _RESULT_CHUNK:
-            body = b""
-            if result is not None:
-                with contextlib.closing(result):
-                    body = result.read()
-            return Response(body, 200, media_type=media_type)
-        return StreamingResponse(
-            _pieces(result),
-            200,
-            headers={"Content-Length": str(len(result))},
-            media_type=media_type,
-        )
+        return result_response(store, job.id, media_type)
 
     @api.get("/jobs/{job_id}/logs")
     async def job_logs(job_id: str, request: Request) -> Response:
