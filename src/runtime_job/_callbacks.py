@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -22,17 +22,18 @@ CALLBACK_ERRORS: tuple[CallbackErrors, ...] = ("log", "raise")
 
 
 def call_guarded(
-    fn: Callable[[], object],
-    *,
+    fn: Callable[..., object],
+    *args: Any,
     job_id: str,
     what: str,
     policy: CallbackErrors = "log",
     on_raise: Callable[[Exception], None] | None = None,
 ) -> bool:
-    """Call ``fn()``; on an error, log it with the job id or hand it to ``on_raise``.
+    """Call ``fn(*args)``; on an error, log it with the job id or hand it to ``on_raise``.
 
     Args:
-        fn: The user code, bound to its arguments.
+        fn: The user code.
+        args: Its arguments.
         job_id: The job the call is about (named in the log line).
         what: What was being done, for the log line: "Error {what} of job {id}"
             (e.g. "in the result callback").
@@ -43,7 +44,7 @@ def call_guarded(
         Whether ``fn`` returned without raising.
     """
     try:
-        fn()
+        fn(*args)
     except Exception as err:
         report_failure(err, job_id=job_id, what=what, policy=policy, on_raise=on_raise)
         return False

@@ -34,6 +34,8 @@ class JobState:
         job_id: The job's id.
         lock: Guards every write (re-entrant: a listener may read the state again).
         status: The last status learnt (``INITIALIZING`` until the first).
+        final: Whether :attr:`status` is final (kept beside it: it is read after each
+            socket a waiting thread serves).
         reason: The server's reason for the status, upper-cased, when it gave one.
         error_message: Why the job failed, once it has.
         queue_position: The job's place in the queue while queued, when the server says.
@@ -49,6 +51,7 @@ class JobState:
         self.lock = threading.RLock()
         self._changed = threading.Condition(self.lock)
         self.status = JobStatus.INITIALIZING
+        self.final = False
         self.reason: str | None = None
         self.error_message: str | None = None
         self.queue_position: int | None = None
@@ -59,13 +62,9 @@ class JobState:
         self.callback_error: BaseException | None = None
         self._listeners: list[StatusListener] = []
         self._wakers: list[Callable[[], None]] = []
+        self._sleepers = 0  # threads in wait(): notify() skips the condition without any
         self._asked = 0  # status requests begun (see begin_refresh)
         self._answered = 0  # the newest of them whose answer was recorded
-
-    @property
-    def final(self) -> bool:
-        """Whether the job is in a final state (lock-free)."""
-        return self.status in JOB_FINAL_STATES
 
     # -- writes (lock held by the caller, or taken here) ------------------------------------
 
@@ -106,7 +105,7 @@ class JobState:
             was stale).
         """
         with self.lock:
-            if self.status in JOB_FINAL_STATES:
+            if self.final:
                 return False
             if ticket is not None:
                 if ticket < self._answered:
@@ -117,6 +116,7 @@ class JobState:
             self.error_message = error_message
             self.queue_position = queue_position if status is JobStatus.QUEUED else None
             if status in JOB_FINAL_STATES:
+                self.final = True  # after status: a reader that sees it sees the status
                 self.notify()
             if changed:
                 for listener in tuple(self._listeners):
@@ -139,7 +139,8 @@ class JobState:
     def notify(self) -> None:
         """Wake every thread waiting for this job, wherever it waits."""
         with self.lock:
-            self._changed.notify_all()
+            if self._sleepers:
+                self._changed.notify_all()
             wakers = tuple(self._wakers)
         for wake in wakers:
             wake()
@@ -189,7 +190,11 @@ class JobState:
                 left = deadline.remaining()
                 if left is not None and left <= 0:
                     return False
-                clock.wait_condition(self._changed, left)
+                self._sleepers += 1
+                try:
+                    clock.wait_condition(self._changed, left)
+                finally:
+                    self._sleepers -= 1
             return True
 
     def __repr__(self) -> str:

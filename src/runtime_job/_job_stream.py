@@ -152,9 +152,10 @@ class CallbackConsumer:
             with core.state.lock:
                 if not core.state.has_results:
                     core.state.set_result(value)  # before the callback: it may ask result()
-        callback = self.callback
         call_guarded(
-            lambda: callback(core.job_id, value),
+            self.callback,
+            core.job_id,
+            value,
             job_id=core.job_id,
             what="in the result callback",
             policy=self._policy,
@@ -399,6 +400,10 @@ class _EndItem:
         self.error = error
 
 
+_Item = tuple[_Slot, StreamFrame | _EndItem]
+"""A queued delivery: the consumer's slot and what it gets."""
+
+
 class JobStream:
     """The one stream subscription of a job, shared by all its consumers.
 
@@ -423,12 +428,13 @@ class JobStream:
         self._history: list[StreamFrame] = []
         self._history_chars = 0
         self._history_whole = True
-        self._queue: deque[tuple[_Slot, StreamFrame | _EndItem]] = deque()
+        self._queue: deque[_Item] = deque()
         self._scheduled = False
         self._runner: int | None = None
         self._host: int | None = None
         self._helpers: set[int] = set()
-        self._waiting = 0
+        self._waiting: list[int] = []  # the threads in wait()
+        self._idle_waiters = 0
         self._state.add_waker(self._wake_waiters)
 
     # -- consumers -----------------------------------------------------------------------
@@ -524,7 +530,7 @@ class JobStream:
                 return False
             slot.live = False
             self._slots.remove(slot)
-            self._idle.notify_all()  # a thread in settle() may have waited for this one
+            self._notify_idle()  # a thread in settle() may have waited for this one
             if not self._slots and self._listener is not None and not self.final_seen:
                 cancel, self._sub, self._listener = self._sub, None, None
                 self._history.clear()
@@ -575,19 +581,20 @@ class JobStream:
             return self._state.wait(until, timeout)
         me = threading.get_ident()
         with self._lock:
-            self._waiting += 1
+            self._waiting.append(me)
             if helper:
                 self._helpers.add(me)
         try:
             return sub.wait(until, timeout)
         finally:
             with self._lock:
-                self._waiting -= 1
+                self._waiting.remove(me)
                 self._helpers.discard(me)
 
     def _wake_waiters(self) -> None:
-        if self._waiting:
-            sub = self._sub
+        waiting = self._waiting
+        if waiting and waiting != [threading.get_ident()]:
+            sub = self._sub  # a thread other than this one waits: it checks again
             if sub is not None:
                 sub.wake()
 
@@ -640,7 +647,7 @@ class JobStream:
                         self._core.job_id,
                     )
                     return
-                clock.wait_condition(self._idle, left)
+                self._wait_idle(left)
 
     def wait_delivered(self, timeout: float) -> bool:
         """Wait until every message queued so far was delivered (e.g. in tests).
@@ -654,8 +661,21 @@ class JobStream:
                 left = end.remaining()
                 if left is not None and left <= 0:
                     return False
-                clock.wait_condition(self._idle, left)
+                self._wait_idle(left)
             return True
+
+    def _wait_idle(self, timeout: float | None) -> None:
+        """Wait for a change of the deliveries (lock held)."""
+        self._idle_waiters += 1
+        try:
+            clock.wait_condition(self._idle, timeout)
+        finally:
+            self._idle_waiters -= 1
+
+    def _notify_idle(self) -> None:
+        """Tell the threads in :meth:`_wait_idle` that the deliveries changed (lock held)."""
+        if self._idle_waiters:
+            self._idle.notify_all()
 
     # -- the listener (the thread that read the frame) -----------------------------------
 
@@ -687,11 +707,12 @@ class JobStream:
     def _record_final(self, frame: StreamFrame) -> None:
         """The final frame: the state learns the end now, before any consumer runs."""
         state = self._state
+        state.stream_final = True
         if (frame.status or "").upper() == "COMPLETED":
-            state.set_status(JobStatus.DONE)
             if frame.payload and not state.has_results:
                 state.final_payload = frame.payload
-        state.stream_final = True
+            if state.set_status(JobStatus.DONE):
+                return  # set_status told the waiters
         state.notify()
 
     def _on_end(self, listener: _Listener, end: StreamEnd, error: BaseException | None) -> None:
@@ -717,7 +738,7 @@ class JobStream:
                     inline.append(slot)
             submit = self._kick()
             self._state.notify()
-            self._idle.notify_all()
+            self._notify_idle()
         for slot in inline:
             slot.consumer.on_end(end, error)
         if submit:
@@ -742,68 +763,70 @@ class JobStream:
             with self._lock:
                 self._queue.clear()
                 self._scheduled = False
-                self._idle.notify_all()
+                self._notify_idle()
 
     def _run_delivery(self) -> None:
         self._drain(threading.get_ident(), fair=True)
 
     def _drain(self, me: int, fair: bool = False) -> None:
         """Deliver queued items in order, one at a time (a delivery thread, or a helper)."""
+        queue = self._queue
         with self._lock:
             if self._runner is not None:
                 return
-            self._runner = me
             self._scheduled = False
             if self._host == me:
                 self._host = None
+            batch = _take(queue)
+            if not batch:
+                self._notify_idle()
+                return
+            self._runner = me
         try:
             while True:
-                with self._lock:
-                    count = min(len(self._queue), _DELIVERY_BATCH)
-                    batch = [self._queue.popleft() for _ in range(count)]
-                if not batch:
-                    return
                 for slot, item in batch:
-                    if isinstance(item, _EndItem):
-                        _call(slot.consumer.on_end, item.end, item.error)
-                    elif slot.live:
-                        _call(slot.consumer.on_frame, item)
-                if fair:
-                    with self._lock:
-                        if self._queue:  # let other jobs go first, then come back
-                            self._runner = None
-                            self._scheduled = True
-                            self._idle.notify_all()
-                            resubmit = True
-                        else:
-                            resubmit = False
-                    if resubmit:
-                        self._submit()
+                    try:
+                        if isinstance(item, _EndItem):
+                            slot.consumer.on_end(item.end, item.error)
+                        elif slot.live:
+                            slot.consumer.on_frame(item)
+                    except Exception:  # a consumer guards user code itself: this is a bug
+                        logger.error("A stream consumer raised.", exc_info=True)
+                with self._lock:
+                    if fair and queue:  # let other jobs go first, then come back
+                        self._runner = None
+                        self._scheduled = True
+                        self._notify_idle()
+                        break
+                    batch = _take(queue)
+                    if not batch:
+                        self._runner = None
+                        self._notify_idle()
                         return
-        finally:
+        except BaseException:
             with self._lock:
+                resubmit = False
                 if self._runner == me:
                     self._runner = None
-                    if self._queue and not self._scheduled:
-                        self._scheduled = True
-                        resubmit_after = True
-                    else:
-                        resubmit_after = False
-                else:
-                    resubmit_after = False
-                self._idle.notify_all()
-            if resubmit_after:
+                    if queue and not self._scheduled:
+                        self._scheduled = resubmit = True
+                self._notify_idle()
+            if resubmit:
                 self._submit()
+            raise
+        self._submit()
 
     def __repr__(self) -> str:
         return f"<JobStream {self._core.job_id} consumers={len(self._slots)} active={self.active}>"
 
 
-def _call(fn: Callable[..., None], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:  # a consumer guards user code itself: this is a bug
-        logger.error("A stream consumer raised.", exc_info=True)
+def _take(queue: deque[_Item]) -> list[_Item]:
+    """Up to :data:`_DELIVERY_BATCH` items from the front of ``queue`` (lock held)."""
+    if len(queue) <= _DELIVERY_BATCH:
+        batch = list(queue)
+        queue.clear()
+        return batch
+    return [queue.popleft() for _ in range(_DELIVERY_BATCH)]
 
 
 def _bound(deadline: Deadline) -> Deadline | None:
