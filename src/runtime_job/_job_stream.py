@@ -33,6 +33,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._callbacks import CallbackErrors, call_guarded, report_failure
@@ -378,18 +379,19 @@ class _Slot:
 
 
 class _Listener:
-    """The hub's listener of one subscription (inline: it only records and queues)."""
+    """The hub's listener of one subscription (inline: it only records and queues).
+
+    Its calls go straight to the stream's methods, with the listener as first argument (a
+    ``partial``: no Python frame of its own on the path of the final frame).
+    """
 
     inline = True
 
     def __init__(self, stream: JobStream) -> None:
-        self._stream = stream
-
-    def on_frame(self, frame: StreamFrame) -> None:
-        self._stream._on_frame(self, frame)
-
-    def on_end(self, end: StreamEnd, error: BaseException | None) -> None:
-        self._stream._on_end(self, end, error)
+        self.on_frame: Callable[[StreamFrame], None] = partial(stream._on_frame, self)
+        self.on_end: Callable[[StreamEnd, BaseException | None], None] = partial(
+            stream._on_end, self
+        )
 
 
 class _EndItem:
@@ -694,11 +696,12 @@ class JobStream:
                     self._history.clear()
                     self._history_whole = False
             for slot in self._slots:
-                if slot.consumer.delivered:
+                consumer = slot.consumer
+                if consumer.delivered:
                     self._queue.append((slot, frame))
-                else:
-                    inline.append(slot.consumer)
-            submit = self._kick()
+                elif type(consumer) is not Holder:  # a Holder only keeps the stream open
+                    inline.append(consumer)
+            submit = self._kick() if self._queue else False
         for consumer in inline:
             consumer.on_frame(frame)
         if submit:

@@ -1593,6 +1593,16 @@ def loads(
         raise TypeError(f"The JSON payload must be str or bytes, not {type(text).__name__}")
     if len(text) <= _PLAIN_MAX_CHARS and _is_plain(text):
         try:
+            if isinstance(text, str) and text[:1] == "{":
+                # The C scanner alone (json.loads adds three Python calls and two regex
+                # matches); anything else, such as surrounding whitespace, goes to json.loads.
+                try:
+                    value, end = _scan_once(text, 0)
+                except StopIteration:
+                    pass
+                else:
+                    if end == len(text):
+                        return value
             return json.loads(text)
         except RecursionError as err:
             raise ResultDecodingError(
@@ -1610,6 +1620,8 @@ def loads(
 
 _PLAIN_MAX_CHARS = 64 * 1024
 """Documents up to this size are checked for tags before a decode session is set up."""
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""The scanner ``json.loads`` uses (no hooks): parses one value at an index."""
 
 
 def _is_plain(text: str | bytes | bytearray) -> bool:

@@ -312,7 +312,8 @@ class RuntimeJob(LaterJobMembers):
         bound = deadline if timeout is not None else None
         try:
             core.wait_final(deadline, timeout, self._wait_policy())
-            self._raise_callback_error()
+            if state.callback_error is not None:
+                self._raise_callback_error()
             if state.status is JobStatus.ERROR:
                 message = state.reason if state.reason else state.error_message
                 if ran_too_long(state.reason):

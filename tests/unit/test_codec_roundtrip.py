@@ -412,3 +412,29 @@ def test_integers_beyond_64_bits_stay_exact(accelerated: bool, number: int) -> N
         out = loads(raw, accelerated=accelerated)
         assert out == value
         assert all(type(item) is int for item in out["outcomes"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"slept": 0.3}',
+        '{"a": [1, 2.5, "x", null, true], "b": {"c": NaN, "d": -Infinity}}',
+        ' {"a": 1}',  # whitespace around the document
+        '{"a": 1}\n',
+        "[1, 2]",
+        '"text"',
+        "{}",
+    ],
+)
+def test_plain_documents_parse_exactly_like_json(text: str) -> None:
+    """The small-document shortcut (the scanner alone) gives what ``json.loads`` gives."""
+    assert repr(loads(text)) == repr(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ['{"a": 1} x', '{"a": 1}{"b": 2}', '{"a": ', "{", '{"a" 1}'])
+def test_plain_documents_fail_exactly_like_json(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as ours:
+        loads(text)
+    with pytest.raises(json.JSONDecodeError) as plain:
+        json.loads(text)
+    assert (ours.value.msg, ours.value.pos) == (plain.value.msg, plain.value.pos)

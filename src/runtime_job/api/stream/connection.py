@@ -269,7 +269,11 @@ class StreamConnection:
         if newline < 0:
             raise ProtocolViolation("a frame without a header line")
         stream = self.stream
-        plain_header = _INTERIM_HEADER.fullmatch(buf, start, newline)
+        plain_header = (
+            _INTERIM_HEADER.fullmatch(buf, start, newline)
+            if buf.find(b"true", start, newline) < 0  # not a final header: try the regex
+            else None
+        )
         if plain_header is not None:
             # The common interim header, read without the JSON parser (a third of the cost).
             seq = int(plain_header.group(1))

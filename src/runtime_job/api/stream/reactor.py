@@ -107,7 +107,8 @@ class Connection:
         self._loop = loop
         self._sock = sock
         self._protocol = protocol
-        self._ssl = isinstance(sock, ssl.SSLSocket)
+        self._ssl_pending = sock.pending if isinstance(sock, ssl.SSLSocket) else None
+        """Decrypted bytes the TLS layer holds, which the selector cannot see."""
         self._out: deque[bytes] = deque()
         self._closed = False
         self.lingering = False
@@ -156,6 +157,7 @@ class Connection:
         self._read_wants_write = False
         budget = READ_BUDGET
         sock = self._sock
+        pending = self._ssl_pending
         while True:
             try:
                 data = sock.recv(READ_SIZE)
@@ -179,7 +181,7 @@ class Connection:
             if budget <= 0:
                 self._loop.hot.add(self)
                 break
-            if len(data) < READ_SIZE and not (self._ssl and _ssl_pending(sock)):
+            if len(data) < READ_SIZE and not (pending is not None and pending()):
                 # The kernel had no more; the selector will say when it has.
                 break
         self._update_events()
@@ -691,12 +693,6 @@ class Reactor:
         with self._lock:
             self._parked = None
         return True
-
-
-def _ssl_pending(sock: socket.socket) -> int:
-    """Decrypted bytes an ``SSLSocket`` holds that the selector cannot see."""
-    assert isinstance(sock, ssl.SSLSocket)
-    return sock.pending()
 
 
 def _safe(call: Callable[[], None]) -> None:

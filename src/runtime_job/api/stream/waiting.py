@@ -82,7 +82,8 @@ def lead(stream: Stream, until: Callable[[], bool], timeout: float) -> bool:
         raise
     finally:
         stream.waiters.discard(me)
-    stream.unhost(me, run=True)
+    if stream.host == me:
+        stream.unhost(me, run=True)
     return served
 
 
