@@ -469,7 +469,10 @@ class RuntimeJob(LaterJobMembers):
     def _is_streaming(self) -> bool:
         """Whether a result callback is attached to an open stream."""
         consumer = self._callback
-        return consumer is not None and not consumer.ended and self._core.stream.attached(consumer)
+        if consumer is None or consumer.ended:
+            return False
+        stream = self._core.stream
+        return not stream.final_seen and stream.attached(consumer)  # the final frame ends it
 
     def _start_stream(
         self,

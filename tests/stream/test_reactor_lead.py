@@ -561,23 +561,24 @@ def test_until_is_checked_after_each_socket_served(
 class DeferringProtocol(RecordingProtocol):
     """Records data, then defers ``then`` (``Reactor.defer``), as a final frame does."""
 
-    def __init__(self, reactor: Reactor, then: Callable[[], None]) -> None:
+    def __init__(self, reactor: Reactor, then: Callable[[], None], lazy: bool = False) -> None:
         super().__init__()
         self._reactor = reactor
         self._then = then
+        self._lazy = lazy
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self._reactor.defer(self._then)
+        self._reactor.defer(self._then, lazy=self._lazy)
 
 
 def attach_deferring(
-    reactor: Reactor, make: Callable[[], tuple[socket.socket, socket.socket]]
+    reactor: Reactor, make: Callable[[], tuple[socket.socket, socket.socket]], lazy: bool = False
 ) -> tuple[Connection, DeferringProtocol, socket.socket, Marks]:
     """A connection whose every read defers a ``Marks`` call: (conn, protocol, peer, marks)."""
     ours, peer = make()
     deferred = Marks()
-    protocol = DeferringProtocol(reactor, deferred)
+    protocol = DeferringProtocol(reactor, deferred, lazy)
     conn = on_loop(reactor, lambda: reactor.attach(ours, protocol))
     return conn, protocol, peer, deferred
 
@@ -609,6 +610,26 @@ def test_give_back_wakes_the_reactor_for_a_call_deferred_in_the_last_turn(
     assert leader.finish() is True
     assert protocol.threads == [LEADER_NAME]
     assert deferred.called.wait(10), "the reactor thread stayed parked with a deferred call"
+    assert deferred.threads == [REACTOR_NAME]
+
+
+def test_a_lazy_deferred_call_leaves_the_reactor_parked_until_the_next_call(
+    reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    """A lazy deferred call (a stream's end after its final frame) does not make the give-back
+    wake the reactor thread; it runs on the reactor thread once something else wakes it."""
+    conn, protocol, peer, deferred = attach_deferring(reactor, socket_pairs, lazy=True)
+    on_loop(reactor, lambda: setattr(conn, "lingering", True))
+    leader = Leader(reactor, Until(protocol.received.is_set), 60.0)
+    leader.start_leading()
+    peer.sendall(b"final")
+    assert leader.finish() is True
+    assert protocol.threads == [LEADER_NAME]
+    parked = reactor._parked
+    assert parked is not None and not parked.returned.is_set()  # not woken by the give-back
+    assert not deferred.called.is_set()
+    assert on_loop(reactor, thread_name) == REACTOR_NAME  # call_soon wakes it
+    assert deferred.called.wait(10), "the lazy deferred call never ran"
     assert deferred.threads == [REACTOR_NAME]
 
 

@@ -318,22 +318,24 @@ class StreamConnection:
         if final:
             self.final_seen = True
             # The listener has the final frame (or its queue has, for a waiting thread to
-            # deliver): the stream's end follows at the end of the turn (Reactor.defer), so
-            # a thread leading the loop for this frame goes first.
-            self.hub._reactor.defer(self._after_final)
+            # deliver); the connection now only waits for the server's close. The stream's
+            # end is bookkeeping that nobody waits for: it is deferred (lazily), so a thread
+            # leading the loop for this frame goes first and need not wake the reactor
+            # thread on its way back to the user.
+            for timer in (self._ping_timer, self._healthy_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._ping_timer = self._healthy_timer = None
+            if self.conn is not None:
+                self.conn.lingering = True
+            self.hub._reactor.defer(self._after_final, lazy=True)
 
     def _after_final(self) -> None:
         """End the stream, then give the server a grace period to close the connection."""
         self.hub._complete(self.stream)
         if self.done:
             return  # closed meanwhile (cancelled, or the hub is closing)
-        for timer in (self._ping_timer, self._healthy_timer):
-            if timer is not None:
-                timer.cancel()
-        self._ping_timer = self._healthy_timer = None
         self._grace_timer = self.hub._reactor.call_later(FINAL_CLOSE_GRACE, self._grace, lazy=True)
-        if self.conn is not None:
-            self.conn.lingering = True
 
     def _grace(self) -> None:
         self._grace_timer = None

@@ -253,6 +253,7 @@ class _Loop:
         self.conns: set[Connection] = set()
         self.hot: set[Connection] = set()
         self.soon: deque[Callable[[], None]] = deque()  # Reactor.defer
+        self.urgent_soon = 0  # deferred calls that are not lazy
         self.thread_name = thread_name
         self.thread: threading.Thread | None = None
         self.thread_id: int | None = None  # ``thread``'s ident: Reactor._current compares it
@@ -301,6 +302,7 @@ class _Loop:
         soon = self.soon
         while soon:
             _safe(soon.popleft())
+        self.urgent_soon = 0
 
     def close(self) -> None:
         for conn in list(self.conns):
@@ -411,15 +413,20 @@ class Reactor:
             loop.urgent_timers += 1
         return handle
 
-    def defer(self, callback: Callable[[], None]) -> None:
+    def defer(self, callback: Callable[[], None], *, lazy: bool = False) -> None:
         """Run ``callback`` at the end of this turn (reactor thread only).
 
         For work that must follow what was just read but that nobody waits for: a thread
         that leads the loop (:meth:`lead`) and finds what it waited for stops in the middle
         of the turn, and the rest of the turn, deferred calls included, is left to the
-        reactor thread once the loop is back.
+        reactor thread once the loop is back. A ``lazy`` call does not make the leader wake
+        the reactor thread when it gives the loop back: it runs at the reactor thread's next
+        turn, within :data:`~.lease.LEASE_CHECK` or at once if anything else wakes it.
         """
-        self._current().soon.append(callback)
+        loop = self._current()
+        loop.soon.append(callback)
+        if not lazy:
+            loop.urgent_soon += 1
 
     def attach(self, sock: socket.socket, protocol: ConnectionProtocol) -> Connection:
         """Serve ``sock`` from now on: make it non-blocking and report to ``protocol``.
@@ -628,7 +635,7 @@ class Reactor:
                 and not self._calls
                 and not loop.hot
                 and not loop.urgent_timers
-                and not loop.soon
+                and not loop.urgent_soon
                 and all(conn.lingering for conn in loop.conns)
             )
         if not quiet:
