@@ -583,6 +583,23 @@ def attach_deferring(
     return conn, protocol, peer, deferred
 
 
+def lead_while_the_last_frame_comes(
+    reactor: Reactor, make: Callable[[], tuple[socket.socket, socket.socket]], *, lazy: bool
+) -> Marks:
+    """A lingering connection whose read defers a call; a leader leads until the read.
+
+    Returns the deferred call's marks, once the leader has read the data and given back.
+    """
+    conn, protocol, peer, deferred = attach_deferring(reactor, make, lazy)
+    on_loop(reactor, lambda: setattr(conn, "lingering", True))
+    leader = Leader(reactor, Until(protocol.received.is_set), 60.0)
+    leader.start_leading()
+    peer.sendall(b"final")
+    assert leader.finish() is True
+    assert protocol.threads == [LEADER_NAME]
+    return deferred
+
+
 def test_a_deferred_call_runs_on_the_reactor_thread_after_the_data(
     reactor: Reactor, socket_pairs: Callable[[], tuple[socket.socket, socket.socket]]
 ) -> None:
@@ -602,13 +619,7 @@ def test_give_back_wakes_the_reactor_for_a_call_deferred_in_the_last_turn(
     The connection is ``lingering``, so without the deferred call the give-back would be
     quiet and the reactor thread would stay parked (for two minutes, in these tests).
     """
-    conn, protocol, peer, deferred = attach_deferring(reactor, socket_pairs)
-    on_loop(reactor, lambda: setattr(conn, "lingering", True))
-    leader = Leader(reactor, Until(protocol.received.is_set), 60.0)
-    leader.start_leading()
-    peer.sendall(b"final")
-    assert leader.finish() is True
-    assert protocol.threads == [LEADER_NAME]
+    deferred = lead_while_the_last_frame_comes(reactor, socket_pairs, lazy=False)
     assert deferred.called.wait(10), "the reactor thread stayed parked with a deferred call"
     assert deferred.threads == [REACTOR_NAME]
 
@@ -618,13 +629,7 @@ def test_a_lazy_deferred_call_leaves_the_reactor_parked_until_the_next_call(
 ) -> None:
     """A lazy deferred call (a stream's end after its final frame) does not make the give-back
     wake the reactor thread; it runs on the reactor thread once something else wakes it."""
-    conn, protocol, peer, deferred = attach_deferring(reactor, socket_pairs, lazy=True)
-    on_loop(reactor, lambda: setattr(conn, "lingering", True))
-    leader = Leader(reactor, Until(protocol.received.is_set), 60.0)
-    leader.start_leading()
-    peer.sendall(b"final")
-    assert leader.finish() is True
-    assert protocol.threads == [LEADER_NAME]
+    deferred = lead_while_the_last_frame_comes(reactor, socket_pairs, lazy=True)
     parked = reactor._parked
     assert parked is not None and not parked.returned.is_set()  # not woken by the give-back
     assert not deferred.called.is_set()
