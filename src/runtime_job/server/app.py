@@ -255,11 +255,34 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_json(raw: bytes | str) -> Any:
+def _parse_json(raw: bytes | str, status: int = 422) -> Any:
+    """``raw`` as JSON; otherwise ``status`` (the 2023 routes answer 422, the later ones 400)."""
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
-        raise ApiProblem(422, "INVALID_JSON", "The request body is not valid JSON.") from None
+        raise ApiProblem(status, "INVALID_JSON", "The request body is not valid JSON.") from None
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    """The request's JSON body, at most ``limit`` bytes (413 beyond, 400 if not JSON)."""
+    return _parse_json(await _read_body(request, limit), 400)
+
+
+def tags_from_body(data: Any) -> list[str]:
+    """The ``tags`` of a ``PUT .../tags`` body, checked against the server's limits (400)."""
+    tags = data.get("tags") if isinstance(data, dict) else None
+    if (
+        not isinstance(tags, list)
+        or len(tags) > config.MAX_TAGS
+        or not all(isinstance(t, str) and 0 < len(t) <= config.MAX_TAG_LENGTH for t in tags)
+    ):
+        raise ApiProblem(
+            400,
+            "INVALID_FIELD",
+            f"'tags' must be a list of at most {config.MAX_TAGS} non-empty strings of at "
+            f"most {config.MAX_TAG_LENGTH} characters.",
+        )
+    return tags
 
 
 def _new_job_id() -> str:

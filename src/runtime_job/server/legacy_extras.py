@@ -15,13 +15,11 @@ Example::
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from . import config
-from .app import ApiProblem, AppContext, _check_id
+from .app import ApiProblem, AppContext, _check_id, read_json_body, tags_from_body
 from .discovery import instances_for
 from .store import instance_usage_seconds, set_job_tags
 
@@ -39,37 +37,11 @@ def legacy_extras_router(ctx: AppContext) -> APIRouter:
             raise ApiProblem(401, "UNAUTHORIZED", "Missing or invalid authentication token.")
         return user
 
-    async def read_tags(request: Request) -> list[str]:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > _MAX_TAGS_BODY:
-                raise ApiProblem(
-                    413, "PAYLOAD_TOO_LARGE", f"Request body larger than {_MAX_TAGS_BODY} bytes."
-                )
-        try:
-            data: Any = json.loads(body)
-        except (ValueError, RecursionError):
-            raise ApiProblem(400, "INVALID_JSON", "The request body is not valid JSON.") from None
-        tags = data.get("tags") if isinstance(data, dict) else None
-        if (
-            not isinstance(tags, list)
-            or len(tags) > config.MAX_TAGS
-            or not all(isinstance(t, str) and 0 < len(t) <= config.MAX_TAG_LENGTH for t in tags)
-        ):
-            raise ApiProblem(
-                400,
-                "INVALID_FIELD",
-                f"'tags' must be a list of at most {config.MAX_TAGS} non-empty strings of at "
-                f"most {config.MAX_TAG_LENGTH} characters.",
-            )
-        return tags
-
     @router.put("/jobs/{job_id}/tags")
     async def job_tags(job_id: str, request: Request) -> Response:
         user = require_user(request)
         _check_id(job_id, "job id")
-        tags = await read_tags(request)
+        tags = tags_from_body(await read_json_body(request, _MAX_TAGS_BODY))
         if not set_job_tags(store, job_id, user, tags):
             raise ApiProblem(404, "JOB_NOT_FOUND", f"Job not found: {job_id}")
         return Response(status_code=204)

@@ -41,7 +41,14 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from . import config
-from .app import ApiProblem, AppContext, _new_job_from_body, result_response
+from .app import (
+    ApiProblem,
+    AppContext,
+    _new_job_from_body,
+    read_json_body,
+    result_response,
+    tags_from_body,
+)
 from .discovery import Instance, cloud_error, discovery_router, instance_of
 from .iam import TokenIssuer, iam_router, user_for_headers
 from .programs import BACKEND_NAME
@@ -328,19 +335,6 @@ def platform_router(ctx: AppContext) -> APIRouter:
         if name not in BACKENDS:
             raise ApiProblem(404, "BACKEND_NOT_FOUND", f"Backend not found: {name[:64]}")
 
-    async def read_json(request: Request, limit: int) -> Any:
-        chunks = bytearray()
-        async for chunk in request.stream():
-            chunks += chunk
-            if len(chunks) > limit:
-                raise ApiProblem(
-                    413, "PAYLOAD_TOO_LARGE", f"Request body larger than {limit} bytes."
-                )
-        try:
-            return json.loads(chunks)
-        except (ValueError, RecursionError):
-            raise ApiProblem(400, "INVALID_JSON", "The request body is not valid JSON.") from None
-
     # -- backends and usage ------------------------------------------------------------------
 
     @api.get("/backends")
@@ -388,7 +382,7 @@ def platform_router(ctx: AppContext) -> APIRouter:
     @api.post("/jobs")
     async def run_job(request: Request) -> Response:
         user, instance = caller(request)
-        data = await read_json(request, ctx.max_body)
+        data = await read_json_body(request, ctx.max_body)
         if not isinstance(data, dict):
             raise ApiProblem(400, "INVALID_BODY", "The request body must be a JSON object.")
         backend = data.get("backend")
@@ -558,19 +552,7 @@ def platform_router(ctx: AppContext) -> APIRouter:
     async def job_tags(job_id: str, request: Request) -> Response:
         user, instance = caller(request)
         job, _ = scoped_job(job_id, user, instance)
-        data = await read_json(request, 64 * 1024)
-        tags = data.get("tags") if isinstance(data, dict) else None
-        if (
-            not isinstance(tags, list)
-            or len(tags) > config.MAX_TAGS
-            or not all(isinstance(t, str) and 0 < len(t) <= config.MAX_TAG_LENGTH for t in tags)
-        ):
-            raise ApiProblem(
-                400,
-                "INVALID_FIELD",
-                f"'tags' must be a list of at most {config.MAX_TAGS} non-empty strings of at "
-                f"most {config.MAX_TAG_LENGTH} characters.",
-            )
+        tags = tags_from_body(await read_json_body(request, 64 * 1024))
         set_job_tags(store, job.id, user, tags)
         return Response(status_code=204)
 
@@ -587,7 +569,7 @@ def platform_router(ctx: AppContext) -> APIRouter:
     @api.post("/sessions")
     async def create_session(request: Request) -> Response:
         user, instance = caller(request)
-        data = await read_json(request, 64 * 1024)
+        data = await read_json_body(request, 64 * 1024)
         if not isinstance(data, dict):
             raise ApiProblem(400, "INVALID_BODY", "The request body must be a JSON object.")
         mode = data.get("mode", "dedicated")
@@ -633,7 +615,7 @@ def platform_router(ctx: AppContext) -> APIRouter:
     async def update_session(session_id: str, request: Request) -> Response:
         user, instance = caller(request)
         session = own_session(session_id, user, instance)
-        data = await read_json(request, 64 * 1024)
+        data = await read_json_body(request, 64 * 1024)
         accepting = data.get("accepting_jobs") if isinstance(data, dict) else None
         if not isinstance(accepting, bool):
             raise ApiProblem(400, "INVALID_FIELD", "'accepting_jobs' must be true or false.")
