@@ -1171,7 +1171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_attach_token_values(arguments, _option_strings(parser)))
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
@@ -1193,6 +1194,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug, or an error we did not foresee: one line, no traceback
         _error(redact(f"internal error: {type(err).__name__}: {err}", _known_tokens(args)))
         return EXIT_ERROR
+
+
+def _attach_token_values(argv: list[str], options: frozenset[str]) -> list[str]:
+    """Write ``--token VALUE`` as ``--token=VALUE`` when the value begins with a dash.
+
+    A random token (the server's own, from ``secrets.token_urlsafe``) begins with ``-`` one
+    time in 64, and argparse takes such a value for an option and refuses the command line.
+    A value that is one of this command's options is left alone: then the token is missing.
+    """
+    out: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[index:]
+        after_token = bool(out) and out[-1] == "--token"
+        if after_token and arg.startswith("-") and arg.split("=", 1)[0] not in options:
+            out[-1] = f"--token={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """Every option string of ``parser`` and of its sub-parsers, at any depth."""
+    found: set[str] = set()
+    todo = [parser]
+    while todo:
+        for action in todo.pop()._actions:
+            found.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    return frozenset(found)
 
 
 def _known_tokens(args: argparse.Namespace) -> list[str]:

@@ -375,6 +375,30 @@ def test_token_with_a_trailing_newline_works(cli: Cli) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_a_token_beginning_with_a_dash_is_taken_as_the_token(cli: Cli) -> None:
+    # secrets.token_urlsafe (the server's own tokens) begins with "-" one time in 64.
+    dashed = "-" + MAIN
+    result = cli("jobs", "list", token=dashed)
+    assert result.returncode == EXIT_AUTH, result.stderr
+    assert "401" in result.stderr and dashed not in result.stderr
+
+
+def test_serve_takes_tokens_beginning_with_a_dash_but_not_an_option_for_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime_job import cli as cli_module
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli_module, "_serve", lambda args: seen.append(args.token) or 0)
+    argv = ["serve", "--token", "-first", "--token", "--x=y", "--token", "third", "--workers", "1"]
+    assert cli_module.main(argv) == EXIT_OK
+    assert seen == [["-first", "--x=y", "third"]]
+    with pytest.raises(SystemExit) as missing:
+        cli_module.main(["serve", "--token", "--workers", "1"])
+    assert missing.value.code == EXIT_USAGE
+    assert "--token: expected one argument" in capsys.readouterr().err
+
+
 def test_token_that_cannot_be_sent_exits_2_without_showing_it(cli: Cli) -> None:
     bad = f"{MAIN[:10]}\n{MAIN[10:]}"
     env = cli.env(QISKIT_IBM_CHANNEL="local", QISKIT_IBM_URL=cli.url, QISKIT_IBM_TOKEN=bad)
