@@ -24,7 +24,13 @@ from runtime_job.api.platform import (
     quantum_api_base,
     resolve_endpoints,
 )
-from runtime_job.exceptions import ApiConnectionError, IBMAccountError, IBMNotAuthorizedError
+from runtime_job.exceptions import (
+    ApiConnectionError,
+    IBMAccountError,
+    IBMNotAuthorizedError,
+    UserTimeoutExceededError,
+)
+from runtime_job.timing import Deadline
 from tests.support.clock import FakeClock
 
 API_KEY = "apikey-SECRET-0123456789abcdef"
@@ -164,6 +170,90 @@ class TestIamTokenManager:
         for thread in threads:
             thread.join(10)
         assert got == [token] * 8 and manager.grants == 1
+
+    def test_a_deadline_bounds_the_wait_for_a_grant_in_flight(
+        self, rsps: responses.RequestsMock
+    ) -> None:
+        token = jwt(3600)
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_iam(request: Any) -> tuple[int, dict[str, str], str]:
+            entered.set()
+            release.wait(30)
+            return 200, {}, json.dumps({"access_token": token})
+
+        rsps.add_callback(responses.POST, f"{IAM}/identity/token", callback=slow_iam)
+        manager = IamTokenManager(API_KEY)
+        first: list[str] = []
+        granting = threading.Thread(target=lambda: first.append(manager.token()), name="grant")
+        granting.start()
+        try:
+            assert entered.wait(10)
+            with pytest.raises(
+                UserTimeoutExceededError, match="waiting for the IAM grant in flight"
+            ):
+                manager.token(Deadline(0.05))
+        finally:
+            release.set()
+            granting.join(10)
+        assert first == [token] and manager.token(Deadline(0.05)) == token
+
+    def test_others_use_the_good_token_while_one_caller_refreshes_it(
+        self, ordered: responses.RequestsMock, fake_clock: FakeClock
+    ) -> None:
+        first, second = jwt(3600, serial=1), jwt(3600, serial=2)
+        grant_reply(ordered, first)
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_iam(request: Any) -> tuple[int, dict[str, str], str]:
+            entered.set()
+            release.wait(30)
+            return 200, {}, json.dumps({"access_token": second})
+
+        ordered.add_callback(responses.POST, f"{IAM}/identity/token", callback=slow_iam)
+        manager = IamTokenManager(API_KEY)
+        assert manager.token() == first
+        fake_clock.advance(0.9 * 3600)  # past 80 %: the next call refreshes
+        refreshed: list[str] = []
+        refreshing = threading.Thread(
+            target=lambda: refreshed.append(manager.token()), name="refresh"
+        )
+        refreshing.start()
+        try:
+            assert entered.wait(10)
+            assert manager.token() == first  # no wait behind the refresh
+        finally:
+            release.set()
+            refreshing.join(10)
+        assert refreshed == [second] and manager.token() == second and manager.grants == 2
+
+    def test_a_retry_that_would_pass_the_deadline_is_not_made(
+        self, ordered: responses.RequestsMock, sleeps: list[float]
+    ) -> None:
+        ordered.add(
+            responses.POST, f"{IAM}/identity/token", status=503, headers={"Retry-After": "30"}
+        )
+        manager = IamTokenManager(API_KEY)
+        with pytest.raises(UserTimeoutExceededError, match="a retry would wait longer") as info:
+            manager.token(Deadline(5))
+        assert "503" in str(info.value) and API_KEY not in str(info.value)
+        assert sleeps == [] and len(ordered.calls) == 1
+
+    def test_a_deadline_cut_early_refresh_keeps_the_token_and_tries_again(
+        self, ordered: responses.RequestsMock, fake_clock: FakeClock, sleeps: list[float]
+    ) -> None:
+        first, second = jwt(3600, serial=1), jwt(3600, serial=2)
+        grant_reply(ordered, first)
+        ordered.add(
+            responses.POST, f"{IAM}/identity/token", status=503, headers={"Retry-After": "30"}
+        )
+        grant_reply(ordered, second)
+        manager = IamTokenManager(API_KEY)
+        manager.token()
+        fake_clock.advance(0.9 * 3600)
+        assert manager.token(Deadline(5)) == first  # the refresh could not finish in time
+        assert manager.token() == second  # and is tried again at once, not RETRY_LATER on
+        assert sleeps == []
 
     def test_no_api_key(self) -> None:
         with pytest.raises(IBMAccountError, match="API key"):

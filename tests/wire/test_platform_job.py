@@ -136,6 +136,22 @@ class TestWaiting:
         assert len(grants) >= 3  # a 60 s token, renewed before expiry while waiting 120 s
         assert all(c.response.status_code == 200 for c in rsps.calls)
 
+    def test_timeout_bounds_a_token_refresh_iam_keeps_failing(
+        self, rsps: responses.RequestsMock, fake_clock: FakeClock
+    ) -> None:
+        grant_reply(rsps, jwt(20, serial=1))  # unusable from about 10 s on
+        script_status(rsps, fake_clock, [(0, {"status": "Running"})])
+        with PlatformClient(API_KEY, CRN_US) as made:
+            assert made.params.token_manager is not None
+            made.params.token_manager.token()
+            rsps.replace(
+                responses.POST, f"{IAM}/identity/token", status=503, headers={"Retry-After": "30"}
+            )
+            start = fake_clock.now
+            with pytest.raises(RuntimeJobTimeoutError, match="after 15 secs"):
+                make_job(made).result(timeout=15)
+        assert 9 <= fake_clock.now - start <= 15  # not the 60 s of IAM's two Retry-Afters
+
 
 class TestOutcomes:
     def test_reason_code_1305_is_max_execution_time(

@@ -4,8 +4,10 @@
 returns a token that is good for the next request, fetching a new one first (a new apikey
 grant, ``POST {iam}/identity/token``) when the current one is within 10 s of its ``exp`` or
 80 % of its lifetime (``iat`` to ``exp``) has passed, so a long run never meets a 401 for an
-expired token. The JWT's claims are read without checking its signature (the token is only
-carried, never trusted for anything here).
+expired token. A caller's deadline bounds both its wait for a grant and the grant itself
+(the session passes the deadline of ``result(timeout=)`` and the like). The JWT's claims are
+read without checking its signature (the token is only carried, never trusted for anything
+here).
 
 The API key is sent to IAM and nowhere else: it is in no header, log record, ``repr`` or
 exception message, and the manager has no fallback to ``Authorization: apikey`` on other
@@ -27,13 +29,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import requests
 
 from .._redact import redact
-from ..exceptions import ApiConnectionError, IBMAccountError, RequestsApiError
+from ..exceptions import (
+    ApiConnectionError,
+    IBMAccountError,
+    RequestsApiError,
+    UserTimeoutExceededError,
+)
 from ..timing import Deadline, clock
+from .body import read_body_by
+from .errors import deadline_error
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +92,22 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return claims
 
 
+class _Held(NamedTuple):
+    """An access token and its two moments (monotonic), replaced as one."""
+
+    token: str
+    expires_at: float
+    """``EXPIRY_MARGIN`` before the token's ``exp``: from here on it is not used."""
+    refresh_at: float
+    """After ``REFRESH_FRACTION`` of its lifetime: from here on a new one is fetched."""
+
+
 class IamTokenManager:
     """Bearer tokens for one IBM Cloud API key, fetched on demand and refreshed early.
 
     Thread-safe: concurrent callers share one token, and at most one grant is in flight.
+    While one caller refreshes a token that is still good, the others go on using it; only
+    callers without a usable token wait for the grant, each no longer than its deadline.
 
     Args:
         api_key: The IBM Cloud API key (stripped; never logged or shown).
@@ -122,21 +143,21 @@ class IamTokenManager:
         self._session = session or requests.Session()
         self._lock = threading.Lock()
         self.on_token = on_token
-        self._token: str | None = None
-        self._expires_at = 0.0  # monotonic: EXPIRY_MARGIN before exp
-        self._refresh_at = 0.0  # monotonic: after REFRESH_FRACTION of the lifetime
+        self._held: _Held | None = None
         self.grants = 0
         """How many tokens were fetched (for tests and diagnostics)."""
 
     def secrets(self) -> list[str]:
         """The strings a log filter must remove: the API key and the current token."""
-        return [secret for secret in (self._api_key, self._token) if secret]
+        held = self._held
+        return [self._api_key] if held is None else [self._api_key, held.token]
 
     def token(self, deadline: Deadline | None = None) -> str:
         """A bearer token good for the next request.
 
         Args:
-            deadline: Bounds a grant made now.
+            deadline: Bounds the wait for a grant another thread has in flight, and a grant
+                made now.
 
         Returns:
             The access token.
@@ -145,33 +166,52 @@ class IamTokenManager:
             IBMAccountError: IAM refused the API key (4xx).
             RequestsApiError: IAM could not be reached or failed (5xx, network), after a
                 few tries.
+            UserTimeoutExceededError: ``deadline`` passed before a token was had.
         """
-        with self._lock:
-            now = clock.monotonic()
-            if self._token is not None and now < self._refresh_at:
-                return self._token
-            if self._token is not None and now < self._expires_at:
-                # Early refresh: on failure keep the good token and try again later.
-                try:
-                    self._grant(deadline)
-                except (IBMAccountError, RequestsApiError) as err:
-                    logger.warning(
-                        "Refreshing the IAM token failed, keeping the current one: %s", err
-                    )
-                    self._refresh_at = min(now + RETRY_LATER, self._expires_at)
-                return self._token
-            self._grant(deadline)
-            assert self._token is not None
-            return self._token
+        held = self._held
+        if held is not None and clock.monotonic() < held.expires_at:
+            if clock.monotonic() < held.refresh_at or not self._lock.acquire(blocking=False):
+                return held.token  # fresh, or another caller is refreshing it
+            try:
+                return self._refresh_early(held, deadline)
+            finally:
+                self._lock.release()
+        left = None if deadline is None else deadline.remaining()
+        if not self._lock.acquire(timeout=-1 if left is None else left):
+            raise deadline_error(
+                "POST", self.iam_url + TOKEN_PATH, " (waiting for the IAM grant in flight)"
+            )
+        try:
+            held = self._held
+            if held is None or clock.monotonic() >= held.expires_at:
+                held = self._grant(deadline)
+            return held.token
+        finally:
+            self._lock.release()
+
+    def _refresh_early(self, held: _Held, deadline: Deadline | None) -> str:
+        """A new token in place of ``held``, still good; on failure ``held`` is kept."""
+        current = self._held
+        if current is None:  # invalidated meanwhile: the old token is not to be used
+            return self._grant(deadline).token
+        if current is not held:  # another caller refreshed it meanwhile
+            return current.token
+        try:
+            return self._grant(deadline).token
+        except UserTimeoutExceededError:
+            return held.token  # the caller's bound, not IAM's fault: the next call tries again
+        except (IBMAccountError, RequestsApiError) as err:
+            logger.warning("Refreshing the IAM token failed, keeping the current one: %s", err)
+            retry_at = min(clock.monotonic() + RETRY_LATER, held.expires_at)
+            self._held = held._replace(refresh_at=retry_at)
+            return held.token
 
     def invalidate(self) -> None:
         """Forget the current token: the next :meth:`token` fetches a new one."""
-        with self._lock:
-            self._token = None
-            self._expires_at = self._refresh_at = 0.0
+        self._held = None
 
-    def _grant(self, deadline: Deadline | None) -> None:
-        """Fetch a new token (the caller holds the lock)."""
+    def _grant(self, deadline: Deadline | None) -> _Held:
+        """Fetch a new token and hold it (the caller holds the lock)."""
         started = clock.monotonic()
         wall = time.time()
         body = self._post(deadline)
@@ -187,13 +227,14 @@ class IamTokenManager:
         lifetime = max(0.0, exp - iat)
         # Trust the token's own lifetime, but never past exp by our wall clock.
         remaining = max(0.0, min(lifetime, exp - wall))
-        self._token = token
-        self._expires_at = started + remaining - EXPIRY_MARGIN
-        self._refresh_at = min(self._expires_at, started + REFRESH_FRACTION * remaining)
+        expires_at = started + remaining - EXPIRY_MARGIN
+        refresh_at = min(expires_at, started + REFRESH_FRACTION * remaining)
+        if self.on_token is not None:
+            self.on_token(token)  # before any caller can send it: redaction knows it first
+        self._held = held = _Held(token, expires_at, refresh_at)
         self.grants += 1
         logger.debug("IAM token obtained, valid for %.0f s", remaining)
-        if self.on_token is not None:
-            self.on_token(token)
+        return held
 
     def _post(self, deadline: Deadline | None) -> Any:
         url = self.iam_url + TOKEN_PATH
@@ -206,20 +247,24 @@ class IamTokenManager:
             "Content-Type": "application/x-www-form-urlencoded",
             "Accept": "application/json",
         }
+        if deadline is not None and deadline.remaining() is None:
+            deadline = None
         error: RequestsApiError | None = None
         for attempt in range(_ATTEMPTS):
             if attempt:
                 pause = _BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)]
                 if error is not None and error.retry_after is not None:
                     pause = max(pause, error.retry_after)
-                if deadline is not None and (deadline.remaining() or 0.0) <= pause:
-                    break
+                if deadline is not None and deadline.cap(pause) < pause:
+                    raise deadline_error(
+                        "POST", url, f" (after {error}, a retry would wait longer)"
+                    ) from error
                 clock.sleep(pause)
             connect, read = self._timeout
             if deadline is not None:
                 connect, read = deadline.cap(connect), deadline.cap(read)
                 if min(connect, read) <= 0:
-                    break
+                    raise deadline_error("POST", url) from error
             try:
                 response = self._session.post(
                     url,
@@ -229,7 +274,10 @@ class IamTokenManager:
                     verify=self._verify,
                     proxies=self._proxies or None,
                     allow_redirects=False,
+                    stream=deadline is not None,
                 )
+                if deadline is not None:
+                    read_body_by(response, deadline, "POST", url)
             except requests.RequestException as err:
                 error = ApiConnectionError(
                     f"Could not reach IAM at {self.iam_url}: {type(err).__name__}",
@@ -256,12 +304,8 @@ class IamTokenManager:
                 retry_after=_retry_after(response),
                 retryable=True,
             )
-        assert error is not None or deadline is not None
-        raise error or ApiConnectionError(
-            f"Could not get an IAM token from {self.iam_url} before the deadline",
-            method="POST",
-            url=url,
-        )
+        assert error is not None
+        raise error
 
     def _detail(self, response: requests.Response) -> str:
         """IAM's error code and message, if it sent them (secrets removed)."""
@@ -280,7 +324,7 @@ class IamTokenManager:
             self._session.close()
 
     def __repr__(self) -> str:
-        state = "no token" if self._token is None else "token held"
+        state = "no token" if self._held is None else "token held"
         return f"<IamTokenManager {self.iam_url} api_key=<redacted> ({state})>"
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from ..exceptions import IBMInputValueError
+from ..timing import Deadline
 
 Channel = Literal["ibm_quantum", "ibm_cloud", "ibm_quantum_platform", "local"]
 CHANNELS: tuple[str, ...] = ("ibm_quantum", "ibm_cloud", "ibm_quantum_platform", "local")
@@ -285,12 +286,16 @@ class ClientParameters:
             return CloudAuth(api_key=self.token, crn=self.instance)
         return QuantumAuth(access_token=self.token)
 
-    def auth_headers(self) -> dict[str, str]:
+    def auth_headers(self, deadline: Deadline | None = None) -> dict[str, str]:
         """The authentication headers for this channel (REST and websocket alike).
 
         ``ibm_quantum_platform`` has none here: its bearer tokens come from IAM, through
         ``runtime_job.api.platform_client.PlatformParameters`` (the API key is never sent
         anywhere but IAM).
+
+        Args:
+            deadline: Bounds whatever getting the headers waits for (here nothing; an IAM
+                grant for the platform's parameters).
         """
         if self.channel == "ibm_quantum_platform":
             raise IBMInputValueError(_PLATFORM_AUTH)

@@ -136,12 +136,12 @@ class PlatformParameters(ClientParameters):
             if not isinstance(value, int | float) or value <= 0:
                 raise IBMInputValueError(f"{name} must be a positive number, not {value!r}.")
 
-    def auth_headers(self) -> dict[str, str]:
+    def auth_headers(self, deadline: Deadline | None = None) -> dict[str, str]:
         """``Authorization: Bearer``, ``Service-CRN`` and ``IBM-API-Version`` (a token is
-        fetched or refreshed first when needed)."""
+        fetched or refreshed first when needed, within ``deadline``)."""
         if self.token_manager is None:
             raise IBMInputValueError("No IAM token manager for the platform channel.")
-        return platform_headers(self.token_manager.token(), self.instance)
+        return platform_headers(self.token_manager.token(deadline), self.instance)
 
     def get_auth_handler(self) -> Any:
         """A ``requests`` auth callable setting :meth:`auth_headers` at send time."""

@@ -340,7 +340,7 @@ class HttpSession:
                     params=params,
                     data=data,
                     headers=all_headers,
-                    auth=_HeaderAuth(self._params.auth_headers() if auth else {}),
+                    auth=_HeaderAuth(self._params.auth_headers(deadline) if auth else {}),
                     timeout=send_timeout,
                     verify=self._params.verify,
                     proxies=self._params.connection_parameters().get("proxies") or {},
