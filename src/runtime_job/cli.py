@@ -5,7 +5,9 @@ Commands::
     runtime-job serve [--host 127.0.0.1] [--port 0] [--data-dir DIR] [--token TOKEN ...]
                       [--tls-cert FILE --tls-key FILE] [--workers N] [--program ID=MOD:FUNC ...]
                       [--insecure-bind] [--no-streams] [--hold-for-streams SECONDS]
-                      [--no-stream-replay] [--log-level LEVEL] [--idle-timeout SECONDS]
+                      [--no-stream-replay] [--max-connections N]
+                      [--request-head-timeout SECONDS] [--log-level LEVEL]
+                      [--idle-timeout SECONDS]
     runtime-job serve --stop [--data-dir DIR]
     runtime-job [CONNECTION] jobs list [--limit N] [--skip N] [--program ID] [--pending |
                       --no-pending] [--tag TAG ...] [--backend NAME] [--session ID]
@@ -49,6 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from http import HTTPStatus
 from types import FrameType
 from typing import Any, TextIO
@@ -240,6 +243,22 @@ def add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "after it connected, none from before",
     )
     parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="most connections served at once, websockets included (default 512); beyond "
+        "it a new one closes the oldest still waiting for its first request",
+    )
+    parser.add_argument(
+        "--request-head-timeout",
+        type=partial(_seconds, zero=False),
+        default=None,
+        metavar="SECONDS",
+        help="seconds a connection may take to send a request head before it is closed "
+        "(default 10)",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -307,6 +326,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_stop(args)
     if args.background:
         _detach()
+    from .server import config as limits
     from .server.launcher import EXIT_DATA_DIR_IN_USE, SERVE_COMMAND, IdleWatch
     from .server.local import DataDirInUse, LocalRuntimeServer
 
@@ -329,6 +349,8 @@ def _serve(args: argparse.Namespace) -> int:
             streams=args.streams,
             hold_for_streams=args.hold_for_streams,
             stream_replay=args.stream_replay,
+            max_connections=args.max_connections or limits.MAX_CONNECTIONS,
+            request_head_timeout=args.request_head_timeout or limits.REQUEST_HEAD_TIMEOUT,
         )
     except ValueError as err:
         return _serve_failed(args, EXIT_USAGE, str(err))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -120,6 +121,50 @@ def test_non_loopback_bind_needs_tls(data_dir: Path) -> None:
     )
     assert result.returncode == 2
     assert "TLS" in result.stderr and result.stdout == ""
+
+
+def test_connection_limit_flags(data_dir: Path) -> None:
+    """Two idle sockets fill a cap of 2: a third connection closes the oldest (the head
+    timeout is 60 s, so only the cap can close it within the wait)."""
+    serve = Serve(
+        "--data-dir", str(data_dir), "--token", TOKEN, "--workers", "1",
+        "--max-connections", "2", "--request-head-timeout", "60",
+    )  # fmt: skip
+    try:
+        host, port = serve.url.removeprefix("http://").rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+        try:
+            reply = requests.get(f"{serve.url}/api/version", timeout=10)
+            assert reply.status_code == 200
+            assert idle[0].recv(1) == b""  # closed by the server, not timed out (10 s)
+        finally:
+            for sock in idle:
+                sock.close()
+    finally:
+        code, err = serve.finish()
+    assert code == 0, err
+    bad = subprocess.run(
+        [*_command(), "serve", "--data-dir", str(data_dir), "--max-connections", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2 and "--max-connections: must be at least 1" in bad.stderr
+
+
+def test_request_head_timeout_flag(data_dir: Path) -> None:
+    serve = Serve(
+        "--data-dir", str(data_dir), "--token", TOKEN, "--workers", "1",
+        "--request-head-timeout", "0.5",
+    )  # fmt: skip
+    try:
+        host, port = serve.url.removeprefix("http://").rsplit(":", 1)
+        # Closed by the 0.5 s bound well before the socket's 5 s (the default bound is 10 s).
+        with socket.create_connection((host, int(port)), timeout=5) as silent:
+            assert silent.recv(1) == b""
+    finally:
+        code, err = serve.finish()
+    assert code == 0, err
 
 
 def test_second_server_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
