@@ -12,12 +12,15 @@ Every socket and process a test opens is closed or killed by the test.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,8 @@ import requests
 
 from runtime_job.server import LocalRuntimeServer
 from tests.support import wait_until
-from tests.support.server import server_fixture
+from tests.support.server import local_server, server_fixture
+from tests.tlscert import make_cert
 
 from .serverproc import python_path
 
@@ -69,6 +73,73 @@ def test_a_request_head_that_never_ends_is_closed(guarded: LocalRuntimeServer, s
         sock.sendall(sent)
         assert _closed_within(sock, HEAD_TIMEOUT + 5.0)
         assert time.monotonic() - started < HEAD_TIMEOUT + 2.0
+
+
+@pytest.fixture(scope="module")
+def guarded_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
+    """The guarded server's limits, over TLS."""
+    cert, key = make_cert(tmp_path_factory.mktemp("slowloris-tls"))
+    with local_server(
+        tmp_path_factory.mktemp("slowloris-tls-data"),
+        tokens=["slowloris-token-0123"],
+        workers=1,
+        programs={},
+        tls_cert=cert,
+        tls_key=key,
+        max_connections=CAP,
+        request_head_timeout=HEAD_TIMEOUT,
+    ) as server:
+        yield server
+
+
+CLIENT_HELLO_START = b"\x16\x03\x01\x02\x00\x01"
+"""The first bytes of a TLS ClientHello record, and no more."""
+
+
+@pytest.mark.parametrize("sent", [b"", CLIENT_HELLO_START])
+def test_a_tls_handshake_that_never_ends_is_closed(
+    guarded_tls: LocalRuntimeServer, sent: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", _port(guarded_tls)), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(sent)
+        assert _closed_within(sock, HEAD_TIMEOUT + 5.0)  # asyncio's own bound is 60 s
+        assert time.monotonic() - started < HEAD_TIMEOUT + 2.0
+
+
+def test_sockets_in_their_tls_handshake_count_against_the_cap(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A head bound of 60 s: within the test, only the cap can close an idle socket.
+    cert, key = make_cert(tmp_path_factory.mktemp("capped-tls"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with local_server(
+            tmp_path_factory.mktemp("capped-tls-data"),
+            tokens=["slowloris-token-0123"],
+            workers=1,
+            programs={},
+            tls_cert=cert,
+            tls_key=key,
+            max_connections=CAP,
+            request_head_timeout=60,
+        ) as server:
+            idle = [
+                socket.create_connection(("127.0.0.1", _port(server)), timeout=5)
+                for _ in range(3 * CAP)
+            ]
+            try:
+                response = requests.get(server.url + "/api/version", timeout=5, verify=cert)
+                assert response.status_code == 200, response.text
+                # The oldest were closed to make room (in the order they came, within 5 s).
+                assert all(_closed_within(sock, 5.0) for sock in idle[: 2 * CAP - 1])
+                assert not _closed_within(idle[-1], 0.05)
+            finally:
+                for sock in idle:
+                    sock.close()
+        gc.collect()
+    # Stopped with connections in their handshake or closing: none of its sockets left open.
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_a_trickled_head_is_bounded_from_its_first_byte(guarded: LocalRuntimeServer) -> None:

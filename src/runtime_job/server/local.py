@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -106,6 +107,52 @@ def _websocket_implementation() -> str:
     return "none"
 
 
+class _ServerLoop(asyncio.SelectorEventLoop):
+    """The server thread's loop: a TLS handshake is held to the limits of a request head.
+
+    asyncio gives a handshake 60 s, and uvicorn's protocol (with the head timer and the
+    connection cap) hears of a TLS connection only once its handshake is done: before it, a
+    connection that sends nothing would be neither bounded nor counted. Here the handshake
+    gets the head's timeout (uvicorn takes none; it creates its server on this loop), and
+    each connection in its handshake is known (:attr:`handshaking`) so the cap counts it.
+    """
+
+    def __init__(self, handshake_timeout: float) -> None:
+        super().__init__()
+        self._handshake_timeout = handshake_timeout
+        self.handshaking: dict[_GuardedH11, asyncio.Transport] = {}
+        """Connections in their TLS handshake, oldest first, with their TLS transport."""
+        self.tls: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        """The TLS transports not yet forgotten (one still closing holds its socket)."""
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", self._handshake_timeout)
+        return await super().create_server(*args, **kwargs)
+
+    def _make_ssl_transport(self, rawsock: Any, protocol: Any, *args: Any, **kwargs: Any) -> Any:
+        # asyncio's step for an accepted TLS connection: the one place its transport is seen
+        # before the handshake ends (the waiter is done when the handshake ends either way).
+        transport = super()._make_ssl_transport(  # type: ignore[misc]
+            rawsock, protocol, *args, **kwargs
+        )
+        self.tls.add(transport)
+        waiter = kwargs.get("waiter")
+        if isinstance(protocol, _GuardedH11) and kwargs.get("server_side") and waiter is not None:
+            self.handshaking[protocol] = transport
+            waiter.add_done_callback(lambda _: self.handshaking.pop(protocol, None))
+            protocol.handshake_started()
+        return transport
+
+
+_NO_HANDSHAKES: dict[Any, asyncio.Transport] = {}
+
+
+def _handshaking(loop: asyncio.AbstractEventLoop) -> dict[Any, asyncio.Transport]:
+    """The connections of ``loop`` in their TLS handshake (none on another loop)."""
+    return loop.handshaking if isinstance(loop, _ServerLoop) else _NO_HANDSHAKES
+
+
 class _GuardedH11(H11Protocol):
     """uvicorn's h11 protocol with what it lacks against idle connections (slowloris).
 
@@ -131,12 +178,17 @@ class _GuardedH11(H11Protocol):
     _opened: float = 0.0
     _served = 0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def handshake_started(self) -> None:
+        """A TLS connection was accepted: it counts against the cap from now on."""
         self._opened = self.loop.time()
+        self._make_room()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        _handshaking(self.loop).pop(self, None)
+        super().connection_made(transport)
+        self._opened = self._opened or self.loop.time()
         self._start_head_timer()
-        if len(self.connections) > self.max_connections:
-            self._make_room()
+        self._make_room()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -173,29 +225,39 @@ class _GuardedH11(H11Protocol):
             self.transport.close()
 
     def _make_room(self) -> None:
-        """Close the oldest other connection waiting for a request head, if there is one.
+        """Beyond the cap, close the oldest other connection waiting for a request head (or
+        in its TLS handshake), or else this one.
 
         Connections already closing (their loss is reported on the loop's next turn) are
         neither counted nor chosen.
         """
-        live = [conn for conn in self.connections if not _is_closing(conn)]
-        if len(live) <= self.max_connections:
+        handshaking = _handshaking(self.loop)
+        if len(self.connections) + len(handshaking) <= self.max_connections:
             return
-        idle = [
+        live = [conn for conn in self.connections if not _is_closing(conn)]
+        if len(live) + len(handshaking) <= self.max_connections:
+            return
+        waiting = [
             conn
             for conn in live
             if isinstance(conn, _GuardedH11) and conn is not self and conn._awaiting_head()
         ]
-        if not idle:
-            # Every connection is busy with a request or a stream: refuse the newcomer.
-            self._stop_head_timer()
-            self.transport.close()
-            return
+        waiting += [conn for conn in handshaking if conn is not self]
         # Connections that never completed a request go first (that is what a slowloris
-        # opens); a client's kept-alive connection only when none is left.
-        oldest = min(idle, key=lambda conn: (conn._served > 0, conn._opened))
-        oldest._stop_head_timer()
-        oldest.transport.close()
+        # opens); a client's kept-alive connection only when none is left. When every
+        # connection is busy with a request or a stream, the newcomer is refused.
+        victim = min(waiting, key=lambda conn: (conn._served > 0, conn._opened), default=self)
+        victim._close_now()
+
+    def _close_now(self) -> None:
+        self._stop_head_timer()
+        tls = _handshaking(self.loop).pop(self, None)
+        if tls is not None:
+            # In its handshake: nothing to say goodbye to. On the next turn, as the socket
+            # joins its TLS protocol only then; aborted before, the handshake would go on.
+            self.loop.call_soon(tls.abort)
+        else:
+            self.transport.close()
 
 
 def _is_closing(conn: Any) -> bool:
@@ -544,7 +606,7 @@ class LocalRuntimeServer:
 
     def _serve(self) -> None:
         assert self._uvicorn is not None and self._socket is not None
-        loop = asyncio.new_event_loop()
+        loop = _ServerLoop(self.request_head_timeout)
         loop.set_exception_handler(_AcceptErrorLog())
         if self._notifier is not None:
             self._notifier.loop = loop
@@ -560,6 +622,12 @@ class LocalRuntimeServer:
                     task.cancel()
                 if pending:
                     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                # TLS connections in their handshake, or waiting for the peer's close_notify
+                # (up to 30 s), are nobody's now: abort them, and give the loop one more turn,
+                # as an aborted socket is closed by a callback.
+                for tls in list(loop.tls):
+                    tls.abort()
+                loop.run_until_complete(asyncio.sleep(0))
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 if self._notifier is not None:
