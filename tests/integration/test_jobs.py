@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from runtime_job.server import LocalRuntimeServer
+from runtime_job.server.config import STREAM_BATCH_ROWS
 from tests.integration.helpers import Api, alive, wait_gone
 from tests.support import wait_until
 
@@ -74,6 +75,19 @@ def test_stream_program_publishes_in_order(alice: Api) -> None:
     interim = alice.get(f"/jobs/{job_id}/interim_results").json()
     assert interim == [{"index": i, "data": [0.0, 0.0]} for i in range(25)]
     assert alice.get(f"/jobs/{job_id}/results").json() == {"count": 25}
+
+
+def test_many_interim_results_are_one_array_sent_a_batch_at_a_time(alice: Api) -> None:
+    small = alice.submit("stream", {"count": 25, "interval": 0, "size": 2})
+    many = alice.submit("stream", {"count": 3 * STREAM_BATCH_ROWS + 5, "interval": 0, "size": 1})
+    alice.wait_final(small)
+    alice.wait_final(many)
+    one_body = alice.get(f"/jobs/{small}/interim_results")
+    assert one_body.headers["Content-Length"] == str(len(one_body.content))
+    streamed = alice.get(f"/jobs/{many}/interim_results")
+    assert streamed.headers.get("Transfer-Encoding") == "chunked"
+    expected = [{"index": i, "data": [0.0]} for i in range(3 * STREAM_BATCH_ROWS + 5)]
+    assert streamed.json() == expected
 
 
 def test_logs_hold_stdout_and_stderr(alice: Api) -> None:

@@ -149,7 +149,7 @@ def test_the_surrogate_is_repaired_in_one_place(tmp_path: Path) -> None:
             assert tx.add_interim("j1", f'"{SURROGATE}"') == 1
             assert tx.append_log("j1", f"log {SURROGATE}\n")
             assert tx.finish("j1", "FAILED", f"why {SURROGATE}", f"trace {SURROGATE}", 3.0)
-        assert store.interim_payloads("j1") == ['"\\ud800"']
+        assert store.interim_batch("j1", 0, 10, 1000) == [(1, '"\\ud800"')]
         assert store.logs("j1") == "log \\ud800\n"
         assert store.get_result("j1") == "trace \\ud800"
         record = store.get_job("j1")

@@ -608,8 +608,7 @@ def create_app(
     async def job_interim_results(job_id: str, request: Request) -> Response:
         user = require_user(request)
         job = own_job(job_id, user)
-        payloads = store.interim_payloads(job.id)
-        return Response("[" + ",".join(payloads) + "]", 200, media_type=_JSON)
+        return interim_response(store, job.id)
 
     @app.get("/jobs/{job_id}/logs")
     async def job_logs(job_id: str, request: Request) -> Response:
@@ -698,6 +697,39 @@ def result_response(store: Store, job_id: str, media_type: str) -> Response:
         headers={"Content-Length": str(len(result))},
         media_type=media_type,
     )
+
+
+def interim_response(store: Store, job_id: str) -> Response:
+    """A job's interim results as one JSON array: one body when they fit in one batch, else
+    streamed a batch at a time, as a stream sends them (the server holds two batches at
+    most, never the job's whole output, and the loop serves others between batches)."""
+    first = _interim_batch(store, job_id, 0)
+    following = _interim_batch(store, job_id, first[-1][0]) if first else []
+    if not following:
+        return Response("[" + ",".join(text for _, text in first) + "]", 200, media_type=_JSON)
+    return StreamingResponse(
+        _interim_pieces(store, job_id, first, following), 200, media_type=_JSON
+    )
+
+
+def _interim_batch(store: Store, job_id: str, after: int) -> list[tuple[int, str]]:
+    return store.interim_batch(job_id, after, config.STREAM_BATCH_ROWS, config.STREAM_BATCH_BYTES)
+
+
+async def _interim_pieces(
+    store: Store, job_id: str, *batches: list[tuple[int, str]]
+) -> AsyncIterator[str]:
+    """``[``, the given batches and every later one, ``]``: a piece per batch."""
+    opening = "["
+    for batch in batches:
+        yield opening + ",".join(text for _, text in batch)
+        opening = ","
+    after = batches[-1][-1][0]
+    while batch := _interim_batch(store, job_id, after):
+        await asyncio.sleep(0)  # let the loop serve others (and notice a gone client)
+        yield "," + ",".join(text for _, text in batch)
+        after = batch[-1][0]
+    yield "]"
 
 
 async def _pieces(result: ResultReader) -> AsyncIterator[bytes]:

@@ -732,13 +732,6 @@ class Store:
                 tx.conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
             return True
 
-    def interim_payloads(self, job_id: str) -> list[str]:
-        """Every interim result payload of a job, in order."""
-        rows = self._conn().execute(
-            "SELECT payload FROM interim WHERE job_id = ? ORDER BY seq", (job_id,)
-        )
-        return [str(row[0]) for row in rows]
-
     def logs(self, job_id: str) -> str:
         """The job's logs (stdout and stderr, interleaved as written)."""
         rows = self._conn().execute(
