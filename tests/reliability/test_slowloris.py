@@ -75,20 +75,29 @@ def test_a_request_head_that_never_ends_is_closed(guarded: LocalRuntimeServer, s
         assert time.monotonic() - started < HEAD_TIMEOUT + 2.0
 
 
-@pytest.fixture(scope="module")
-def guarded_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
-    """The guarded server's limits, over TLS."""
-    cert, key = make_cert(tmp_path_factory.mktemp("slowloris-tls"))
+@contextlib.contextmanager
+def _tls_server(
+    factory: pytest.TempPathFactory, head_timeout: float
+) -> Iterator[tuple[LocalRuntimeServer, str]]:
+    """A server with the guarded server's cap over TLS, and its certificate."""
+    cert, key = make_cert(factory.mktemp("slowloris-tls"))
     with local_server(
-        tmp_path_factory.mktemp("slowloris-tls-data"),
+        factory.mktemp("slowloris-tls-data"),
         tokens=["slowloris-token-0123"],
         workers=1,
         programs={},
         tls_cert=cert,
         tls_key=key,
         max_connections=CAP,
-        request_head_timeout=HEAD_TIMEOUT,
+        request_head_timeout=head_timeout,
     ) as server:
+        yield server, cert
+
+
+@pytest.fixture(scope="module")
+def guarded_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntimeServer]:
+    """The guarded server's limits, over TLS."""
+    with _tls_server(tmp_path_factory, HEAD_TIMEOUT) as (server, _):
         yield server
 
 
@@ -110,20 +119,10 @@ def test_a_tls_handshake_that_never_ends_is_closed(
 def test_sockets_in_their_tls_handshake_count_against_the_cap(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    # A head bound of 60 s: within the test, only the cap can close an idle socket.
-    cert, key = make_cert(tmp_path_factory.mktemp("capped-tls"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
-        with local_server(
-            tmp_path_factory.mktemp("capped-tls-data"),
-            tokens=["slowloris-token-0123"],
-            workers=1,
-            programs={},
-            tls_cert=cert,
-            tls_key=key,
-            max_connections=CAP,
-            request_head_timeout=60,
-        ) as server:
+        # A head bound of 60 s: within the test, only the cap can close an idle socket.
+        with _tls_server(tmp_path_factory, 60) as (server, cert):
             idle = [
                 socket.create_connection(("127.0.0.1", _port(server)), timeout=5)
                 for _ in range(3 * CAP)

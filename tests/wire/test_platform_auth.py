@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -57,6 +59,34 @@ def grant_reply(rsps: responses.RequestsMock, token: str, status: int = 200) -> 
     if status != 200:
         body = {"errorCode": "BXNIM0415E", "errorMessage": "Provided API key could not be found."}
     rsps.add(responses.POST, f"{IAM}/identity/token", json=body, status=status)
+
+
+class HeldGrant:
+    """IAM's answer to a grant, held back until the test lets it go."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.entered.set()
+        self.release.wait(30)
+        return 200, {}, json.dumps({"access_token": self.token})
+
+    @contextlib.contextmanager
+    def in_flight(self, manager: IamTokenManager) -> Iterator[list[str]]:
+        """A thread asks ``manager`` for a token; the block runs while IAM holds the grant.
+        Yields the list that gets the thread's token once the block has let IAM answer."""
+        got: list[str] = []
+        thread = threading.Thread(target=lambda: got.append(manager.token()), name="grant")
+        thread.start()
+        try:
+            assert self.entered.wait(10)
+            yield got
+        finally:
+            self.release.set()
+            thread.join(10)
 
 
 class TestIamTokenManager:
@@ -174,58 +204,29 @@ class TestIamTokenManager:
     def test_a_deadline_bounds_the_wait_for_a_grant_in_flight(
         self, rsps: responses.RequestsMock
     ) -> None:
-        token = jwt(3600)
-        entered, release = threading.Event(), threading.Event()
-
-        def slow_iam(request: Any) -> tuple[int, dict[str, str], str]:
-            entered.set()
-            release.wait(30)
-            return 200, {}, json.dumps({"access_token": token})
-
-        rsps.add_callback(responses.POST, f"{IAM}/identity/token", callback=slow_iam)
+        grant = HeldGrant(jwt(3600))
+        rsps.add_callback(responses.POST, f"{IAM}/identity/token", callback=grant)
         manager = IamTokenManager(API_KEY)
-        first: list[str] = []
-        granting = threading.Thread(target=lambda: first.append(manager.token()), name="grant")
-        granting.start()
-        try:
-            assert entered.wait(10)
-            with pytest.raises(
-                UserTimeoutExceededError, match="waiting for the IAM grant in flight"
-            ):
-                manager.token(Deadline(0.05))
-        finally:
-            release.set()
-            granting.join(10)
-        assert first == [token] and manager.token(Deadline(0.05)) == token
+        with (
+            grant.in_flight(manager) as got,
+            pytest.raises(UserTimeoutExceededError, match="waiting for the IAM grant in flight"),
+        ):
+            manager.token(Deadline(0.05))
+        assert got == [grant.token] and manager.token(Deadline(0.05)) == grant.token
 
     def test_others_use_the_good_token_while_one_caller_refreshes_it(
         self, ordered: responses.RequestsMock, fake_clock: FakeClock
     ) -> None:
-        first, second = jwt(3600, serial=1), jwt(3600, serial=2)
+        first, grant = jwt(3600, serial=1), HeldGrant(jwt(3600, serial=2))
         grant_reply(ordered, first)
-        entered, release = threading.Event(), threading.Event()
-
-        def slow_iam(request: Any) -> tuple[int, dict[str, str], str]:
-            entered.set()
-            release.wait(30)
-            return 200, {}, json.dumps({"access_token": second})
-
-        ordered.add_callback(responses.POST, f"{IAM}/identity/token", callback=slow_iam)
+        ordered.add_callback(responses.POST, f"{IAM}/identity/token", callback=grant)
         manager = IamTokenManager(API_KEY)
         assert manager.token() == first
         fake_clock.advance(0.9 * 3600)  # past 80 %: the next call refreshes
-        refreshed: list[str] = []
-        refreshing = threading.Thread(
-            target=lambda: refreshed.append(manager.token()), name="refresh"
-        )
-        refreshing.start()
-        try:
-            assert entered.wait(10)
+        with grant.in_flight(manager) as refreshed:
             assert manager.token() == first  # no wait behind the refresh
-        finally:
-            release.set()
-            refreshing.join(10)
-        assert refreshed == [second] and manager.token() == second and manager.grants == 2
+        assert refreshed == [grant.token] and manager.token() == grant.token
+        assert manager.grants == 2
 
     def test_a_retry_that_would_pass_the_deadline_is_not_made(
         self, ordered: responses.RequestsMock, sleeps: list[float]
