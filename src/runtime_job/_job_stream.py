@@ -184,7 +184,9 @@ class JobCore:
         api: The client.
         interim_decoder: The job's decoder of interim results.
         final_decoder: The job's decoder of the final result.
-        handle: The public object of the job (what done callbacks are given).
+
+    Nothing below the façade points back up to it, nor the stream to the core: a job that
+    no one holds any more is freed at once, not left to the cycle collector.
     """
 
     def __init__(
@@ -193,15 +195,13 @@ class JobCore:
         api: JobApi,
         interim_decoder: type[ResultDecoder],
         final_decoder: type[ResultDecoder],
-        handle: Any,
     ) -> None:
         self.job_id = job_id
         self.api = api
         self.interim_decoder = interim_decoder
         self.final_decoder = final_decoder
-        self.handle = handle
         self.state = JobState(job_id)
-        self.stream = JobStream(self)
+        self.stream = JobStream(job_id, api, self.state)
         self.known: dict[str, Any] = {}
         """What the façade knows of the job without a request (``backend``, ``created``)."""
         self.hooks: Any = None
@@ -393,6 +393,15 @@ class _Listener:
             stream._on_end, self
         )
 
+    def ended(self) -> None:
+        """Let go of the stream once the subscription has ended (its ``on_end`` is the last
+        call): the partials refer back to this listener, a cycle otherwise."""
+        self.on_frame = self.on_end = _ignore
+
+
+def _ignore(*args: object) -> None:
+    """What an ended listener does with a call (it gets none)."""
+
 
 class _EndItem:
     __slots__ = ("end", "error")
@@ -412,13 +421,16 @@ class JobStream:
     Guarded by the job state's lock. See the module docstring for the threads.
 
     Args:
-        core: The job.
+        job_id: The job's id.
+        api: The job's client.
+        state: The job's state.
     """
 
-    def __init__(self, core: JobCore) -> None:
-        self._core = core
-        self._state = core.state
-        self._lock = core.state.lock
+    def __init__(self, job_id: str, api: JobApi, state: JobState) -> None:
+        self._job_id = job_id
+        self._api = api
+        self._state = state
+        self._lock = state.lock
         self._idle = threading.Condition(self._lock)
         self._sub: StreamSubscription | None = None
         self._listener: _Listener | None = None
@@ -437,14 +449,13 @@ class JobStream:
         self._helpers: set[int] = set()
         self._waiting: list[int] = []  # the threads in wait()
         self._idle_waiters = 0
-        self._state.add_waker(self._wake_waiters)
 
     # -- consumers -----------------------------------------------------------------------
 
     @property
     def can_stream(self) -> bool:
         """Whether the job's client can open streams."""
-        return isinstance(self._core.api, StreamingApi)
+        return isinstance(self._api, StreamingApi)
 
     def attach(self, consumer: StreamConsumer, *, replay: bool, reopen: bool = True) -> bool:
         """Add ``consumer``, opening the subscription if none is open.
@@ -459,7 +470,7 @@ class JobStream:
             Whether the consumer is attached (``False``: the client cannot stream, the last
             stream failed and ``reopen`` is false, or opening failed).
         """
-        api = self._core.api
+        api = self._api
         if not isinstance(api, StreamingApi):
             return False
         submit = False
@@ -482,7 +493,7 @@ class JobStream:
                     logger.warning(
                         "Job %s: the interim results published before this consumer joined "
                         "are not replayed (more than %d characters).",
-                        self._core.job_id,
+                        self._job_id,
                         _HISTORY_MAX_CHARS,
                     )
                 for frame in self._history:
@@ -498,9 +509,9 @@ class JobStream:
     def _open(self, api: StreamingApi, listener: _Listener, slot: _Slot) -> bool:
         """Open the subscription of ``listener`` (no lock held: the hub may connect here)."""
         try:
-            sub = api.open_stream(self._core.job_id, listener)
+            sub = api.open_stream(self._job_id, listener)
         except Exception as err:  # e.g. the hub is closed: poll instead
-            logger.debug("Cannot stream job %s: %r", self._core.job_id, err)
+            logger.debug("Cannot stream job %s: %r", self._job_id, err)
             with self._lock:
                 if self._listener is listener:
                     self._listener = None
@@ -583,6 +594,8 @@ class JobStream:
             return self._state.wait(until, timeout)
         me = threading.get_ident()
         with self._lock:
+            if not self._waiting:  # a waker only while threads wait: no state-stream cycle
+                self._state.add_waker(self._wake_waiters)
             self._waiting.append(me)
             if helper:
                 self._helpers.add(me)
@@ -592,6 +605,8 @@ class JobStream:
             with self._lock:
                 self._waiting.remove(me)
                 self._helpers.discard(me)
+                if not self._waiting:
+                    self._state.remove_waker(self._wake_waiters)
 
     def _wake_waiters(self) -> None:
         waiting = self._waiting
@@ -646,7 +661,7 @@ class JobStream:
                     logger.debug(
                         "The callbacks of job %s have not had their last message after the "
                         "job ended.",
-                        self._core.job_id,
+                        self._job_id,
                     )
                     return
                 self._wait_idle(left)
@@ -719,13 +734,14 @@ class JobStream:
         state.notify()
 
     def _on_end(self, listener: _Listener, end: StreamEnd, error: BaseException | None) -> None:
+        listener.ended()
         with self._lock:
             if listener is not self._listener:
                 return
             self._listener = None
             self._sub = None
             if end is StreamEnd.FAILED:
-                logger.debug("Stream of job %s ended without the job: %s", self._core.job_id, error)
+                logger.debug("Stream of job %s ended without the job: %s", self._job_id, error)
                 self.failed = True
             elif end is StreamEnd.COMPLETED:
                 self._state.stream_final = True
@@ -762,7 +778,7 @@ class JobStream:
 
     def _submit(self) -> None:
         if not _delivery_pool().submit(self._run_delivery):  # the interpreter is exiting
-            logger.debug("Job %s: messages dropped at exit.", self._core.job_id)
+            logger.debug("Job %s: messages dropped at exit.", self._job_id)
             with self._lock:
                 self._queue.clear()
                 self._scheduled = False
@@ -820,7 +836,7 @@ class JobStream:
         self._submit()
 
     def __repr__(self) -> str:
-        return f"<JobStream {self._core.job_id} consumers={len(self._slots)} active={self.active}>"
+        return f"<JobStream {self._job_id} consumers={len(self._slots)} active={self.active}>"
 
 
 def _take(queue: deque[_Item]) -> list[_Item]:

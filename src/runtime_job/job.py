@@ -140,7 +140,7 @@ class RuntimeJob(LaterJobMembers):
         self._final_interim_results = False
         self._callback: CallbackConsumer | None = None
         interim, final = resolve_decoders(result_decoder, program_id)
-        self._core = JobCore(job_id, api_client, interim, final, self)
+        self._core = JobCore(job_id, api_client, interim, final)
         self._state = self._core.state
         self._backend = backend
         self._creation_date = creation_date

@@ -9,8 +9,10 @@ stream hub opens for each job (each is one websocket) against the real local ser
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +23,7 @@ from runtime_job import RuntimeService
 from runtime_job.api.stream import hub as stream_hub
 from runtime_job.server import LocalRuntimeServer
 from tests.integration.helpers import ALICE
+from tests.support import wait_until
 
 INPUTS = {"count": 20, "interval": 0.05}
 """The ``stream`` program: 20 interim results over about a second, then its result."""
@@ -106,3 +109,41 @@ def test_every_mix_of_consumers_shares_one_websocket(
     streams = "callback" in mix or "aiter" in mix
     assert count == 1 if streams else count <= 1, f"{mix}: {count} websockets"
     assert opened.peak[job_id] == count
+
+
+def _watch_one_job(service: RuntimeService) -> list[weakref.ref[Any]]:
+    """Run a streamed job to its end; weak references to its parts, the stream's included."""
+    received: list[Any] = []
+    job = service.run("stream", inputs=INPUTS, callback=lambda _, v: received.append(v))
+    handle = wait_until(lambda: job._core.stream._sub, 30, what="the job's subscription")
+    sub = handle._stream
+    connection = wait_until(lambda: sub.conn, 30, what="the subscription's connection")
+    parts = [job, job._core, job._core.state, job._core.stream, handle, sub, sub.listener]
+    parts += [connection, connection.conn, connection.reader]
+    job.wait_for_final_state(timeout=60)
+    assert received[-1] == {"count": 20}
+    wait_until(lambda: connection.conn.closed and not handle.active, 10, what="the end")
+    service.close()  # the client keeps its ended subscriptions until it prunes them
+    return [weakref.ref(part) for part in parts]
+
+
+def test_a_finished_job_and_its_stream_need_no_cycle_collector(
+    service: RuntimeService,
+) -> None:
+    """No part of a job (its core, its stream, the hub's subscription, connection and frame
+    reader) is left in a reference cycle once it has ended: a long run would otherwise pile
+    them up for the oldest generation, whose collection pauses every stream in the process.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        refs = _watch_one_job(service)
+        left = {id(ref()) for ref in refs if ref() is not None}
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        cyclic = [type(obj).__name__ for obj in gc.garbage if id(obj) in left]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cyclic == []

@@ -77,7 +77,7 @@ class Recorder:
 
 def make_core(client: StreamingFakeClient, job_id: str = "j") -> JobCore:
     client.add_job(job_id, statuses=["RUNNING"])
-    return JobCore(job_id, client, ResultDecoder, ResultDecoder, handle=None)
+    return JobCore(job_id, client, ResultDecoder, ResultDecoder)
 
 
 def test_consumers_share_one_subscription_and_the_last_one_out_cancels_it() -> None:
@@ -187,7 +187,7 @@ def test_an_older_status_answer_never_undoes_a_newer_one() -> None:
     last, with what the job was when it was asked: the newer RUNNING stays."""
     client = StreamingFakeClient()
     client.add_job("j", statuses=["QUEUED", "RUNNING"])
-    core = JobCore("j", client, ResultDecoder, ResultDecoder, handle=None)
+    core = JobCore("j", client, ResultDecoder, ResultDecoder)
     asked = threading.Event()
     release = threading.Event()
     real_fetch = client.fetch_job

@@ -131,6 +131,8 @@ class StreamConnection:
 
     def _stop(self) -> None:
         self.done = True
+        if self.stream.conn is self:
+            self.stream.conn = None  # no stream-connection cycle once this one is over
         self.reader.stop()
         for timer in (self._ack_timer, self._ping_timer, self._healthy_timer, self._grace_timer):
             if timer is not None:

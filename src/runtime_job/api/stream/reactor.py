@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from . import lease as lease_settings
 from .lease import ASKED, GRANTED, RETURNED, WITHDRAWN, InterruptGuard, Lease
@@ -66,6 +66,19 @@ class ConnectionProtocol(Protocol):
         Not called when the owner closed the connection itself.
         """
         ...
+
+
+class _Gone:
+    """The protocol of a closed connection: it is never called, and holds nothing."""
+
+    def data_received(self, data: bytes) -> None:
+        """Never called."""
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Never called."""
+
+
+_GONE: Final = _Gone()
 
 
 class TimerHandle:
@@ -226,11 +239,15 @@ class Connection:
     def _lost(self, exc: BaseException | None) -> None:
         if self._closed:
             return
+        protocol = self._protocol
         self._teardown()
-        self._protocol.connection_lost(exc)
+        protocol.connection_lost(exc)
 
     def _teardown(self) -> None:
         self._closed = True
+        # The protocol refers back to this connection: let go of it, so that a closed
+        # connection and its owner are freed at once, not left to the cycle collector.
+        self._protocol = _GONE
         self._out.clear()
         self._loop.detach(self)
         with contextlib.suppress(OSError):  # close() does not fail in practice
