@@ -351,6 +351,7 @@ def _serve(args: argparse.Namespace) -> int:
             stream_replay=args.stream_replay,
             max_connections=args.max_connections or limits.MAX_CONNECTIONS,
             request_head_timeout=args.request_head_timeout or limits.REQUEST_HEAD_TIMEOUT,
+            gc_freeze=True,  # this process is only the server
         )
     except ValueError as err:
         return _serve_failed(args, EXIT_USAGE, str(err))

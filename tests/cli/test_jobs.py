@@ -399,6 +399,28 @@ def test_serve_takes_tokens_beginning_with_a_dash_but_not_an_option_for_one(
     assert "--token: expected one argument" in capsys.readouterr().err
 
 
+def test_serve_builds_its_server_with_the_limits_and_a_frozen_heap(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime_job import cli as cli_module
+    from runtime_job.server import config, local
+
+    built: list[dict[str, Any]] = []
+
+    def fake_server(**kwargs: Any) -> Any:
+        built.append(kwargs)
+        raise ValueError("built")  # serve stops here, with exit status 2
+
+    monkeypatch.setattr(local, "LocalRuntimeServer", fake_server)
+    assert cli_module.main(["serve", "--max-connections", "7"]) == EXIT_USAGE
+    assert cli_module.main(["serve"]) == EXIT_USAGE
+    assert "built" in capsys.readouterr().err
+    assert [(b["max_connections"], b["request_head_timeout"], b["gc_freeze"]) for b in built] == [
+        (7, config.REQUEST_HEAD_TIMEOUT, True),
+        (config.MAX_CONNECTIONS, config.REQUEST_HEAD_TIMEOUT, True),
+    ]
+
+
 def test_token_that_cannot_be_sent_exits_2_without_showing_it(cli: Cli) -> None:
     bad = f"{MAIN[:10]}\n{MAIN[10:]}"
     env = cli.env(QISKIT_IBM_CHANNEL="local", QISKIT_IBM_URL=cli.url, QISKIT_IBM_TOKEN=bad)

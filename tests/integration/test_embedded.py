@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import select
@@ -71,6 +72,19 @@ def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
             assert api.job(job_id)["state"] == {"status": "FAILED", "reason": "server stopped"}
         finally:
             api.close()
+
+
+def test_gc_freeze_holds_while_serving_and_only_if_asked(tmp_path: Path) -> None:
+    assert gc.get_freeze_count() == 0
+    with LocalRuntimeServer(data_dir=tmp_path / "a", tokens=["t" * 20], workers=1):
+        assert gc.get_freeze_count() == 0  # embedded: the program's objects are its own
+    with LocalRuntimeServer(
+        data_dir=tmp_path / "b", tokens=["t" * 20], workers=1, gc_freeze=True
+    ) as server:
+        assert gc.get_freeze_count() > 1000  # the imports and the app at least
+        with contextlib.closing(Api(server.url, "t" * 20)) as api:
+            assert api.get("/api/version").status_code == 200
+    assert gc.get_freeze_count() == 0
 
 
 def test_constructor_checks() -> None:
