@@ -292,13 +292,15 @@ class WsServer:
         assert job is not None
         key = headers["sec-websocket-key"]
         accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        # Counted before the answer: the client may read the 101 and look at the count
+        # before this thread runs again (write() releases the GIL in send()).
+        job.connections_open += 1
         writer.write(
             (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
             ).encode()
         )
-        job.connections_open += 1
         client_gone = asyncio.Event()
         reader_task = asyncio.create_task(self._read_client(reader, writer, job, client_gone))
         try:
